@@ -1,0 +1,25 @@
+"""User-facing errors: one clear message naming the input and what to do."""
+
+
+class LivePortraitError(ValueError):
+    """Base class of every error a user can fix (bad file, missing weights, no face…)."""
+
+
+class WeightsError(LivePortraitError):
+    """Weights missing, truncated, of the wrong network, or not downloadable."""
+
+
+class FaceNotFoundError(LivePortraitError):
+    """No face (or not the requested face) in an input image or video."""
+
+
+class MotionFileError(LivePortraitError):
+    """A motion template that cannot be read safely or has the wrong content."""
+
+
+class VideoError(LivePortraitError):
+    """A video or image sequence that cannot be read or written."""
+
+
+class InputError(LivePortraitError):
+    """Inputs that do not fit together (shapes, batch sizes, options)."""
