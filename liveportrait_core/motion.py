@@ -1,15 +1,114 @@
 """`Motion`: LivePortrait's per-frame keypoint parameters, batched over items (frames × faces).
 
 Plain, editable data: every field is a CPU float32 tensor with items on dim 0.
+Builders follow ARCHITECTURE.md §3.1–3.3 and §8 (bins → degrees → rotation, keypoint
+transform, eye/lip open ratios); the float32 operation order is the reference's so that
+results match its fixtures bit for bit where possible.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Optional
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
+from .errors import InputError
+
 NUM_KP = 21
+NUM_BINS = 66
+
+Index = Union[int, slice, Sequence[int], torch.Tensor, np.ndarray]
+
+
+def _f32(x, name: str = "value") -> torch.Tensor:
+    """Any array-like → contiguous CPU float32 tensor (a copy when it had to convert)."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach().to("cpu", torch.float32)
+    else:
+        t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    return t.contiguous()
+
+
+def degrees_from_bins(logits: torch.Tensor) -> torch.Tensor:
+    """Pose-bin logits [N,66] → degrees [N] float32: `3·Σ softmax(logits)_i·i − 97.5` (§3.1).
+
+    A tensor that is already in degrees ([N] or [N,1]) is returned as [N] unchanged, like the
+    reference's helper.
+    """
+    x = _f32(logits, "pose logits")
+    if x.ndim == 2 and x.shape[1] == NUM_BINS:
+        p = torch.softmax(x, dim=1)
+        idx = torch.arange(NUM_BINS, dtype=torch.float32)
+        return (p * idx).sum(dim=1) * 3 - 97.5
+    return x.reshape(-1)
+
+
+def rotation_from_degrees(pitch, yaw, roll) -> torch.Tensor:
+    """Degrees [N] (or [N,1]) → rotation [N,3,3] float32, `R = (Rz·Ry·Rx)ᵀ` (§3.2).
+
+    Keypoints are row vectors multiplied on the right: `kp @ R`.
+    """
+    x, y, z = (_f32(a).reshape(-1) / 180 * math.pi for a in (pitch, yaw, roll))
+    n = x.shape[0]
+    one, zero = torch.ones(n), torch.zeros(n)
+    cx, sx, cy, sy, cz, sz = x.cos(), x.sin(), y.cos(), y.sin(), z.cos(), z.sin()
+    rx = torch.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], 1).reshape(n, 3, 3)
+    ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], 1).reshape(n, 3, 3)
+    rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], 1).reshape(n, 3, 3)
+    return ((rz @ ry) @ rx).transpose(1, 2).contiguous()
+
+
+def degrees_from_rotation(R) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rotation [N,3,3] (row-vector convention of §3.2) → (pitch, yaw, roll) [N] float32 degrees.
+
+    Inverse of `rotation_from_degrees` for |yaw| < 90° (computed in float64). Templates store
+    only R; these angles are informative, R stays the authoritative value.
+    """
+    r = _f32(R).reshape(-1, 3, 3).double()
+    # R = Mᵀ with M = Rz·Ry·Rx: M[2,0] = −sin y, M[2,1:] = cos y·(sin x, cos x), M[:2,0] = cos y·(cos z, sin z)
+    yaw = torch.asin((-r[:, 0, 2]).clamp(-1.0, 1.0))
+    pitch = torch.atan2(r[:, 1, 2], r[:, 2, 2])
+    roll = torch.atan2(r[:, 0, 1], r[:, 0, 0])
+    return tuple(torch.rad2deg(a).float() for a in (pitch, yaw, roll))  # type: ignore[return-value]
+
+
+def transform_keypoint(kp: torch.Tensor, R: torch.Tensor, exp: torch.Tensor, scale: torch.Tensor,
+                       t: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 2 (§3.3): `x = s·(kp @ R + exp)`, then `+ (tx, ty)`; tz is ignored.
+
+    kp, exp [N,21,3]; R [N,3,3]; scale [N,1]; t [N,3] → [N,21,3] float32.
+    """
+    x = kp.reshape(-1, NUM_KP, 3) @ R + exp.reshape(-1, NUM_KP, 3)
+    x = x * scale.reshape(-1, 1, 1)
+    x[:, :, 0:2] += t.reshape(-1, 3)[:, None, 0:2]
+    return x
+
+
+def eye_lip_ratios(landmarks) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eye and lip open ratios from 203-point landmarks (§8).
+
+    landmarks: [N,203,2] (or [203,2]) pixels, any scale/rotation (the ratios are invariant).
+    Returns (eye [N,2] float32 [left, right], lip [N,1] float32), computed in float32 as the
+    reference does (`d(a,b) / (d(c,d) + 1e-6)`).
+    """
+    if isinstance(landmarks, torch.Tensor):
+        landmarks = landmarks.detach().cpu().numpy()
+    lmk = np.asarray(landmarks, dtype=np.float32)
+    if lmk.ndim == 2:
+        lmk = lmk[None]
+    if lmk.ndim != 3 or lmk.shape[1:] != (203, 2):
+        raise InputError(f"eye/lip ratios need 203-point landmarks [N,203,2]; got shape {lmk.shape}.")
+
+    def ratio(a: int, b: int, c: int, d: int) -> np.ndarray:
+        num = np.linalg.norm(lmk[:, a] - lmk[:, b], axis=1, keepdims=True)
+        den = np.linalg.norm(lmk[:, c] - lmk[:, d], axis=1, keepdims=True)
+        return num / (den + np.float32(1e-6))
+
+    eye = np.concatenate([ratio(6, 18, 0, 12), ratio(30, 42, 24, 36)], axis=1)
+    lip = ratio(90, 102, 48, 66)
+    return torch.from_numpy(eye.astype(np.float32)), torch.from_numpy(lip.astype(np.float32))
 
 
 @dataclass
@@ -27,6 +126,9 @@ class Motion:
     fps:   frames per second of the sequence (25 for a still image, as the reference does).
     face_id: [N] int64 face id per item (0 for a single face).
     frame_index: [N] int64 frame per item.
+
+    R is authoritative: the math uses R, the degrees are for display and editing (use
+    `with_pose` to change them and rebuild R).
     """
 
     pitch: torch.Tensor
@@ -45,3 +147,169 @@ class Motion:
 
     def __len__(self) -> int:
         return int(self.R.shape[0])
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_extractor(cls, raw: Mapping[str, torch.Tensor], eye_ratio=None, lip_ratio=None,
+                       fps: float = 25.0) -> "Motion":
+        """From MotionExtractor's raw dict (pitch/yaw/roll [B,66] logits or degrees, t [B,3],
+        exp [B,63], scale [B,1], kp [B,63]); ratios [B,2] / [B,1] or None (§3.1–3.2)."""
+        missing = [k for k in ("pitch", "yaw", "roll", "t", "exp", "scale", "kp") if k not in raw]
+        if missing:
+            raise InputError(f"motion extractor output lacks {missing}; expected the MotionExtractor dict.")
+        pitch, yaw, roll = (degrees_from_bins(raw[k]) for k in ("pitch", "yaw", "roll"))
+        n = pitch.shape[0]
+        return cls.from_degrees(pitch, yaw, roll, exp=_f32(raw["exp"]).reshape(n, NUM_KP, 3),
+                                t=_f32(raw["t"]).reshape(n, 3), scale=_f32(raw["scale"]).reshape(n, 1),
+                                kp=_f32(raw["kp"]).reshape(n, NUM_KP, 3), eye_ratio=eye_ratio,
+                                lip_ratio=lip_ratio, fps=fps)
+
+    @classmethod
+    def from_degrees(cls, pitch, yaw, roll, exp, t, scale, kp=None, eye_ratio=None, lip_ratio=None,
+                     fps: float = 25.0, face_id=None, frame_index=None) -> "Motion":
+        """Build from degrees (R computed per §3.2). Array-likes are converted to float32."""
+        pitch, yaw, roll = (_f32(a).reshape(-1) for a in (pitch, yaw, roll))
+        m = cls(pitch=pitch, yaw=yaw, roll=roll, R=rotation_from_degrees(pitch, yaw, roll),
+                **_common(exp, t, scale, kp, eye_ratio, lip_ratio, face_id, frame_index), fps=float(fps))
+        m.validate()
+        return m
+
+    @classmethod
+    def from_rotation(cls, R, exp, t, scale, kp=None, eye_ratio=None, lip_ratio=None,
+                      fps: float = 25.0, face_id=None, frame_index=None) -> "Motion":
+        """Build from rotation matrices (templates store only R); degrees derived from R."""
+        R = _f32(R).reshape(-1, 3, 3)
+        pitch, yaw, roll = degrees_from_rotation(R)
+        m = cls(pitch=pitch, yaw=yaw, roll=roll, R=R,
+                **_common(exp, t, scale, kp, eye_ratio, lip_ratio, face_id, frame_index), fps=float(fps))
+        m.validate()
+        return m
+
+    # ------------------------------------------------------------------ checks / derived values
+    def validate(self, name: str = "motion") -> None:
+        """Raise InputError unless every field has the documented shape for N items."""
+        n = len(self)
+        want = {"pitch": (n,), "yaw": (n,), "roll": (n,), "R": (n, 3, 3), "exp": (n, NUM_KP, 3),
+                "t": (n, 3), "scale": (n, 1), "kp": (n, NUM_KP, 3), "eye_ratio": (n, 2),
+                "lip_ratio": (n, 1), "face_id": (n,), "frame_index": (n,)}
+        for key, shape in want.items():
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape:
+                got = tuple(v.shape) if hasattr(v, "shape") else type(v).__name__
+                raise InputError(f"{name}: field '{key}' should have shape {shape}, got {got}.")
+        if n == 0:
+            raise InputError(f"{name} has no frames.")
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise InputError(f"{name}: fps must be a positive number, got {self.fps}.")
+
+    def keypoints(self) -> torch.Tensor:
+        """Implicit keypoints x = transform_keypoint(kp, R, exp, scale, t) [N,21,3] float32."""
+        if self.kp is None:
+            raise InputError("this motion has no canonical keypoints (kp), e.g. it came from a "
+                             "motion template; it can only be used as the driving motion.")
+        return transform_keypoint(self.kp, self.R, self.exp, self.scale, self.t)
+
+    def faces(self) -> list[int]:
+        """Distinct face ids in first-appearance order ([0] when face_id is None)."""
+        if self.face_id is None:
+            return [0]
+        seen: dict[int, None] = {}
+        for f in self.face_id.tolist():
+            seen.setdefault(int(f), None)
+        return list(seen)
+
+    def frames(self) -> torch.Tensor:
+        """[N] int64 frame of each item: frame_index, else the item's rank within its face."""
+        if self.frame_index is not None:
+            return self.frame_index.to(torch.int64)
+        if self.face_id is None:
+            return torch.arange(len(self))
+        out = torch.empty(len(self), dtype=torch.int64)
+        for f in self.faces():
+            idx = (self.face_id == f).nonzero().flatten()
+            out[idx] = torch.arange(idx.numel())
+        return out
+
+    # ------------------------------------------------------------------ editing helpers
+    def select(self, index: Index) -> "Motion":
+        """Items `index` (int, slice, list or index tensor) as a new Motion (copies)."""
+        if isinstance(index, int):
+            index = [index]
+        if isinstance(index, slice):
+            index = range(len(self))[index]
+        idx = torch.as_tensor(np.asarray(list(index) if not isinstance(index, (torch.Tensor, np.ndarray))
+                                         else index), dtype=torch.int64).reshape(-1)
+        if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
+            raise InputError(f"motion item index out of range (motion has {len(self)} items).")
+        kw = {f.name: (getattr(self, f.name)[idx].clone() if isinstance(getattr(self, f.name), torch.Tensor)
+                       else getattr(self, f.name)) for f in fields(self)}
+        return Motion(**kw)
+
+    __getitem__ = select
+
+    def for_face(self, face_id: int) -> "Motion":
+        """Items of one face, in item order."""
+        if self.face_id is None:
+            if face_id != 0:
+                raise InputError(f"motion has a single face (id 0), not face {face_id}.")
+            return self.select(slice(None))
+        idx = (self.face_id == face_id).nonzero().flatten()
+        if idx.numel() == 0:
+            raise InputError(f"motion has no face with id {face_id}; it has faces {self.faces()}.")
+        return self.select(idx)
+
+    def with_pose(self, pitch=None, yaw=None, roll=None) -> "Motion":
+        """Copy with new degrees (None keeps the current ones) and R rebuilt from them."""
+        p, y, r = (self.pitch if a is None else _f32(a).reshape(-1).expand(len(self)).clone()
+                   for a in (pitch, yaw, roll))
+        return replace(self, pitch=p, yaw=y, roll=r, R=rotation_from_degrees(p, y, r))
+
+    def with_ratios(self, eye_ratio=None, lip_ratio=None) -> "Motion":
+        """Copy with eye [N,2] / lip [N,1] ratios set (None keeps the current value)."""
+        m = replace(self, eye_ratio=self.eye_ratio if eye_ratio is None else _f32(eye_ratio).reshape(-1, 2),
+                    lip_ratio=self.lip_ratio if lip_ratio is None else _f32(lip_ratio).reshape(-1, 1))
+        m.validate()
+        return m
+
+    @staticmethod
+    def concat(motions: Sequence["Motion"]) -> "Motion":
+        """Concatenate items. Optional fields stay only if every part has them; fps of the first.
+        face_id / frame_index default to 0 / per-part item rank when some parts lack them."""
+        if not motions:
+            raise InputError("cannot concatenate an empty list of motions.")
+        kw = {}
+        for f in fields(Motion):
+            vals = [getattr(m, f.name) for m in motions]
+            if f.name == "fps":
+                kw["fps"] = motions[0].fps
+            elif f.name in ("face_id", "frame_index") and any(v is not None for v in vals):
+                kw[f.name] = torch.cat([v if v is not None else
+                                        (torch.zeros(len(m), dtype=torch.int64) if f.name == "face_id"
+                                         else m.frames()) for v, m in zip(vals, motions)])
+            elif all(v is not None for v in vals):
+                kw[f.name] = torch.cat(vals)
+            else:
+                kw[f.name] = None
+        return Motion(**kw)
+
+
+def _shaped(x, shape: tuple, name: str) -> Optional[torch.Tensor]:
+    if x is None:
+        return None
+    t = _f32(x)
+    if t.numel() != int(np.prod(shape)):
+        raise InputError(f"motion field '{name}' has {t.numel()} values, expected shape {shape}.")
+    return t.reshape(shape)
+
+
+def _common(exp, t, scale, kp, eye_ratio, lip_ratio, face_id, frame_index) -> dict:
+    exp = _f32(exp)
+    n = exp.numel() // (NUM_KP * 3)
+    ids = {k: (None if v is None else torch.as_tensor(np.asarray(v)).to(torch.int64).reshape(-1))
+           for k, v in (("face_id", face_id), ("frame_index", frame_index))}
+    return dict(exp=_shaped(exp, (n, NUM_KP, 3), "exp"), t=_shaped(t, (n, 3), "t"),
+                scale=_shaped(scale, (n, 1), "scale"), kp=_shaped(kp, (n, NUM_KP, 3), "kp"),
+                eye_ratio=_shaped(eye_ratio, (n, 2), "eye_ratio"),
+                lip_ratio=_shaped(lip_ratio, (n, 1), "lip_ratio"), **ids)
