@@ -343,3 +343,75 @@ def crop_driving_video(frames: Sequence[Any], landmarks: Any, dsize: int = CROP_
     M = box_to_matrix(global_box(driving_boxes(lmk, scale, vx_ratio, vy_ratio)), dsize)
     crops = np.stack([warp(as_rgb_u8(f, "frame"), M, (dsize, dsize)) for f in frames])
     return crops, M, transform_points(lmk, M)
+
+
+# ---------------------------------------------------------------- videos: per-frame crops, smoothing
+
+
+def rects_from_landmarks(landmarks: Any, scale: float = SOURCE.scale,
+                         vx_ratio: float = SOURCE.vx_ratio, vy_ratio: float = SOURCE.vy_ratio
+                         ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame rects of landmarks [N,K,2]: (centers [N,2] float32, sides [N] float32,
+    angles [N] float64 radians)."""
+    rects = [parse_rect_from_landmark(p, scale, vx_ratio, vy_ratio) for p in landmarks]
+    return (np.stack([r.center for r in rects]).astype(F32),
+            np.array([r.side for r in rects], dtype=F32), np.array([r.angle for r in rects]))
+
+
+def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Zero-phase Gaussian smoothing along axis 0 ([N,...] float64). The ends are extended by
+    point reflection (x₋ₖ = 2x₀ − xₖ), so a steady motion passes unchanged, with no lag and no
+    pull at the first and last frames."""
+    n = x.shape[0]
+    radius = min(int(math.ceil(3 * sigma)), n - 1)
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k /= k.sum()
+    flat = x.reshape(n, -1)
+    head = 2 * flat[:1] - flat[np.arange(radius, 0, -1)]
+    tail = 2 * flat[-1:] - flat[n - 2 - np.arange(radius)]
+    ext = np.concatenate([head, flat, tail])
+    out = np.stack([np.convolve(ext[:, j], k, mode="valid") for j in range(flat.shape[1])], 1)
+    return out.reshape(x.shape)
+
+
+def smooth_rects(centers: np.ndarray, sides: np.ndarray, angles: np.ndarray, strength: float
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Temporal smoothing of per-frame crop rects against box jitter (the reference has none).
+
+    strength: Gaussian σ in frames (0 = no smoothing: the inputs are returned unchanged, i.e. the
+    reference behaviour; 1–3 removes landmark jitter; larger values also soften real head moves).
+    Centres are smoothed linearly, sides in log space, angles unwrapped. Same shapes/dtypes out.
+    """
+    if strength < 0:
+        raise InputError(f"smoothing strength: must be ≥ 0, got {strength}.")
+    if strength == 0 or len(sides) < 2:
+        return centers, sides, angles
+    c = _gaussian_smooth(np.asarray(centers, np.float64), strength).astype(F32)
+    s = np.exp(_gaussian_smooth(np.log(np.asarray(sides, np.float64)), strength)).astype(F32)
+    a = _gaussian_smooth(np.unwrap(np.asarray(angles, np.float64)), strength)
+    return c, s, a
+
+
+def crop_video(frames: Sequence[Any], landmarks: Any, dsize: int = CROP_SIZE,
+               scale: float = SOURCE.scale, vx_ratio: float = SOURCE.vx_ratio,
+               vy_ratio: float = SOURCE.vy_ratio, rotate: bool = True,
+               smoothing: float = 0.0) -> CropResult:
+    """Per-frame crops of a video (the reference's source-video path), optionally smoothed.
+
+    frames: N HxWx3 images ([N,H,W,3] array or list); landmarks [N,K,2] image px per frame.
+    smoothing: see `smooth_rects` (0 = reference: frame i equals crop_image(frames[i], lmk[i])).
+    Returns a CropResult whose fields carry a leading N: crop [N,dsize,dsize,3] uint8,
+    M_o2c / M_c2o [N,3,3] float32, landmarks [N,K,2] float32 crop px.
+    """
+    lmk = np.asarray(landmarks, dtype=F32)
+    if lmk.ndim != 3 or len(lmk) != len(frames) or len(lmk) == 0:
+        raise InputError(f"landmarks: expected [N,K,2] with N = {len(frames)} frames, got "
+                         f"{tuple(lmk.shape)}.")
+    centers, sides, angles = smooth_rects(*rects_from_landmarks(lmk, scale, vx_ratio, vy_ratio),
+                                          smoothing)
+    results = [crop_from_matrix(f, rect_to_matrix(Rect(c, s, float(a)), dsize, rotate), dsize, p)
+               for f, c, s, a, p in zip(frames, centers, sides, angles, lmk)]
+    return CropResult(crop=np.stack([r.crop for r in results]),
+                      M_o2c=np.stack([r.M_o2c for r in results]),
+                      M_c2o=np.stack([r.M_c2o for r in results]),
+                      landmarks=np.stack([r.landmarks for r in results]))

@@ -11,6 +11,7 @@ to uint8. Extras: a user mask (crop space or image space), wider feathering and 
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Optional, Tuple, Union
 
 import cv2
@@ -22,6 +23,7 @@ from .crop import CROP_SIZE, F32, as_rgb_u8, warp
 TEMPLATE_RAMP = 16  # px of the reference template's border ramp (at crop size 512)
 
 
+@lru_cache(maxsize=8)  # keyed by (size, ramp) values; the array is returned read-only
 def mask_template(size: int = CROP_SIZE, ramp: float = TEMPLATE_RAMP) -> np.ndarray:
     """Procedural paste mask [size,size] uint8; equals the reference mask_template.png exactly
     for size 512, ramp 16.
@@ -33,8 +35,9 @@ def mask_template(size: int = CROP_SIZE, ramp: float = TEMPLATE_RAMP) -> np.ndar
     i = np.arange(size, dtype=np.float64)
     e = np.maximum(ramp - np.minimum(i, size - i), 0.0)
     r = np.sqrt(e[None, :] ** 2 + e[:, None] ** 2)
-    v = np.floor(255.0 * (1.0 - np.minimum(r, ramp) / ramp))
-    return np.clip(v, 0, 255).astype(np.uint8)
+    v = np.clip(np.floor(255.0 * (1.0 - np.minimum(r, ramp) / ramp)), 0, 255).astype(np.uint8)
+    v.flags.writeable = False
+    return v
 
 
 def crop_to_image_matrix(M_c2o: np.ndarray, size: int, crop_size: int = CROP_SIZE) -> np.ndarray:
