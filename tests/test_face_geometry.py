@@ -35,6 +35,9 @@ class Fixture:
         return self.d[name]
 
     def view(self, name):
+        if name not in self.d.files and not self.full and name in self.aliases:
+            other, key = self.aliases[name]
+            return other.view(key)
         spec = self.views.get(name)
         return Ellipsis if spec is None else tuple(slice(*s) for s in spec)
 
