@@ -289,11 +289,13 @@ def _compose_sequence(src: Motion, drv: Motion, d0: Motion, drv_idx: torch.Tenso
             else:
                 E, Q = exp_d, R_d
             if o.smooth_variance > 0:
-                E_in, Q_in = E, Q
-                E = kalman_smooth(E_in, o.smooth_variance)
-                Q = kalman_smooth(Q_in, o.smooth_variance) if region in ("all", "pose") else Q
+                E_in, E = E, kalman_smooth(E, o.smooth_variance)
                 if trace is not None:
-                    trace.update(smooth_in_exp=E_in, smooth_out_exp=E, smooth_in_R=Q_in, smooth_out_R=Q)
+                    trace.update(smooth_in_exp=E_in, smooth_out_exp=E)
+                if region in ("all", "pose"):  # the rotation is only smoothed where it is used
+                    Q_in, Q = Q, kalman_smooth(Q, o.smooth_variance)
+                    if trace is not None:
+                        trace.update(smooth_in_R=Q_in, smooth_out_R=Q)
         elif rel:
             E = (exp_s.double() + (exp_d0.double() - LIP_ARRAY)).float()
             Q = R_s
