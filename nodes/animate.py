@@ -1,0 +1,66 @@
+"""LivePortraitAnimate: source faces + keypoint plan → animated 512² face crops (IMAGE)."""
+from __future__ import annotations
+
+import torch
+
+from . import comfy as C
+from .comfy import io
+from .types import CATEGORY, LPFaces, LPKeypoints, LPModels
+
+# W+G intermediates per frame in float32 (feature volume, warped features, decoder activations),
+# used to ask ComfyUI for memory before moving the networks (a generous estimate).
+_BYTES_PER_FRAME = 600 * 1024 ** 2
+
+
+def _cancel() -> bool:
+    C.check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
+    return False
+
+
+class LivePortraitAnimate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LivePortraitAnimate",
+            display_name="LivePortrait Animate",
+            category=CATEGORY,
+            description=("Renders the animated face crops: warps the source appearance by the keypoint plan and "
+                         "decodes 512×512 crops, batch by batch (progress and live preview on the node, Cancel "
+                         "stops between batches). Upscale or restore the crops if you like, then paste them "
+                         "back with LivePortrait Paste Back."),
+            inputs=[
+                LPModels.Input("models", tooltip="From Load LivePortrait Models."),
+                LPFaces.Input("source_faces", tooltip="The SOURCE face crops (the ones the source motion was extracted from)."),
+                LPKeypoints.Input("keypoints", tooltip="Keypoint plan from LivePortrait Retarget."),
+                io.Int.Input("batch_size", default=4, min=1, max=64,
+                             tooltip="Frames warped and decoded together: higher is faster on a GPU but needs "
+                                     "more memory (about 0.5 GB per frame in fp32)."),
+                io.Combo.Input("precision", options=["exact", "fast"], default="exact",
+                               tooltip="exact: the networks as loaded (fp32 gives the reference result). fast: "
+                                       "bfloat16 on CPUs that support it / float16 on GPUs, several times faster, "
+                                       "slightly different pixels."),
+            ],
+            outputs=[io.Image.Output(display_name="crops",
+                                     tooltip="Animated 512×512 face crops, one per keypoint-plan frame (IMAGE).")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, models, source_faces, keypoints, batch_size: int, precision: str) -> io.NodeOutput:
+        from ..liveportrait_core.render import Animator
+
+        n = len(keypoints)
+        prog = C.Progress(n, cls.hidden.unique_id)
+        out = None
+        with C.models_on_device(models, extra_bytes=_BYTES_PER_FRAME * batch_size) as device:
+            animator = Animator(models, precision=precision, batch_size=batch_size, device=device)
+            done = 0
+            for chunk in animator.iter_render(keypoints, source_faces, output="float", cancel=_cancel):
+                if out is None:  # one preallocated output: peak memory = the result + one chunk
+                    out = torch.empty((n, *chunk.shape[1:]), dtype=torch.float32, device=C.intermediate_device())
+                out[done:done + chunk.shape[0]] = chunk
+                done += chunk.shape[0]
+                prog.update(chunk.shape[0], preview=chunk)
+        if out is None:
+            out = torch.zeros((0, 512, 512, 3), dtype=torch.float32, device=C.intermediate_device())
+        return io.NodeOutput(out)

@@ -1,0 +1,194 @@
+"""Everything the pack needs from ComfyUI, in one place (the only module importing ComfyUI).
+
+Model folders (registered at import, cheap: no scanning):
+- `liveportrait`: `<models>/liveportrait` plus any `liveportrait:` entries of
+  extra_model_paths.yaml (kept first), extensions .safetensors/.pth/.onnx;
+- `insightface`: `<models>/insightface` likewise, for the InsightFace detector models.
+Devices / memory / progress / cancel wrap `comfy.model_management` and `comfy.utils`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator, Optional
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (re-exported to the node modules)
+
+log = logging.getLogger(__name__)
+
+LP_FOLDER = "liveportrait"
+LP_EXTS = {".safetensors", ".pth", ".onnx"}
+INSIGHTFACE_FOLDER = "insightface"
+INSIGHTFACE_EXTS = {".onnx"}
+
+
+def _register_folder(name: str, exts: set) -> None:
+    """Add `<models>/<name>` without dropping folders a user set in extra_model_paths.yaml."""
+    default = os.path.join(folder_paths.models_dir, name)
+    if name in folder_paths.folder_names_and_paths:
+        dirs, old_exts = folder_paths.folder_names_and_paths[name]
+        if default not in dirs:
+            dirs.append(default)
+        folder_paths.folder_names_and_paths[name] = (dirs, set(old_exts) | exts)
+    else:
+        folder_paths.folder_names_and_paths[name] = ([default], set(exts))
+
+
+def register_model_folders() -> None:
+    _register_folder(LP_FOLDER, LP_EXTS)
+    _register_folder(INSIGHTFACE_FOLDER, INSIGHTFACE_EXTS)
+
+
+register_model_folders()
+
+
+# ---------------------------------------------------------------------------------------- folders
+def liveportrait_dirs() -> list[str]:
+    return folder_paths.get_folder_paths(LP_FOLDER)
+
+
+def liveportrait_default_dir() -> str:
+    return os.path.join(folder_paths.models_dir, LP_FOLDER)
+
+
+def liveportrait_files() -> list[str]:
+    """Relative paths ('/'-separated) of every weight file in all liveportrait folders."""
+    try:
+        return folder_paths.get_filename_list(LP_FOLDER)
+    except Exception as e:  # a broken extra path must not break node definitions
+        log.warning("[LivePortrait] cannot list %s: %s", LP_FOLDER, e)
+        return []
+
+
+def liveportrait_full_path(relative: str) -> Optional[str]:
+    return folder_paths.get_full_path(LP_FOLDER, relative)
+
+
+def insightface_dirs() -> list[str]:
+    return folder_paths.get_folder_paths(INSIGHTFACE_FOLDER)
+
+
+def input_directory() -> str:
+    return folder_paths.get_input_directory()
+
+
+def output_directory() -> str:
+    return folder_paths.get_output_directory()
+
+
+def annotated_input_path(name: str) -> str:
+    return folder_paths.get_annotated_filepath(name)
+
+
+def save_path(prefix: str) -> tuple[str, str, int, str]:
+    """(folder, file stem, counter, subfolder) for a new file in the output folder."""
+    folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, output_directory())
+    return folder, stem, counter, subfolder
+
+
+# ---------------------------------------------------------------------------------------- devices
+def compute_device() -> torch.device:
+    return mm.get_torch_device()
+
+
+def intermediate_device() -> torch.device:
+    return mm.intermediate_device()
+
+
+def offload_device() -> torch.device:
+    return mm.unet_offload_device()
+
+
+def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' → fp16 where ComfyUI says fp16 is good on `device`, else bf16 if supported, else fp32."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if mm.is_device_cpu(device):
+        return torch.float32
+    if mm.should_use_fp16(device):
+        return torch.float16
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    return torch.float32
+
+
+def _modules(models) -> list[torch.nn.Module]:
+    return [v for v in vars(models).values() if isinstance(v, torch.nn.Module)]
+
+
+def _move(models, device: torch.device) -> None:
+    if hasattr(models, "to") and not isinstance(models, torch.nn.Module):
+        models.to(device)
+    else:
+        for m in _modules(models):
+            m.to(device)
+    if hasattr(models, "device"):
+        with contextlib.suppress(AttributeError, TypeError):
+            models.device = device
+
+
+def model_bytes(models) -> int:
+    return sum(p.numel() * p.element_size() for m in _modules(models) for p in m.parameters())
+
+
+@contextlib.contextmanager
+def models_on_device(models, extra_bytes: int = 0) -> Iterator[torch.device]:
+    """Free ComfyUI memory, move the networks to the compute device, park them after.
+
+    The free-memory + offload pattern of the guide (§7): a diffusion model in the same graph is
+    unloaded only as much as needed, and our networks never stay on the GPU between nodes.
+    """
+    device = compute_device()
+    offload = offload_device()
+    if device != offload:
+        mm.free_memory(model_bytes(models) + int(extra_bytes), device)
+    _move(models, device)
+    try:
+        yield device
+    finally:
+        if device != offload:
+            _move(models, offload)
+            mm.soft_empty_cache()
+
+
+def free_bytes(device: torch.device) -> int:
+    return int(mm.get_free_memory(device))
+
+
+# ---------------------------------------------------------------------------------------- progress
+def check_interrupt() -> None:
+    """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel."""
+    mm.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """ComfyUI progress bar on a node, with optional live preview of an IMAGE batch."""
+
+    def __init__(self, total: int, node_id: Optional[str] = None):
+        self.bar = comfy.utils.ProgressBar(max(int(total), 1), node_id=node_id)
+        self.done = 0
+
+    def update(self, n: int, preview: Optional[torch.Tensor] = None) -> None:
+        self.done += int(n)
+        check_interrupt()  # throttled updates skip the hook's own check
+        self.bar.update_absolute(self.done, preview=_preview(preview) if preview is not None else None)
+
+
+def _preview(image: torch.Tensor):
+    """("JPEG", PIL.Image, max size) of the last frame of an IMAGE [B,H,W,3], as ComfyUI expects."""
+    try:
+        from PIL import Image
+    except ImportError:  # ComfyUI always has pillow; be quiet elsewhere
+        return None
+    frame = image[-1, ..., :3].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    return ("JPEG", Image.fromarray(frame), 512)

@@ -1,0 +1,180 @@
+"""Loader nodes: LivePortrait weights (LP_MODELS) and face detectors (LP_FACE_DETECTOR)."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import torch
+
+from . import comfy as C
+from .comfy import io
+from .types import CATEGORY, LPFaceDetector, LPModels
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
+DOWNLOAD = {"Kijai/LivePortrait_safetensors": "safetensors", "KwaiVGI/LivePortrait": "pth", "never": None}
+_NETWORK_FILES = tuple(f"appearance_feature_extractor{e}" for e in (".safetensors", ".pth"))
+
+# Loaded weights, keyed by (folder, files' mtimes, dtype, device); at most _CACHE_SIZE entries so
+# switching weights in a graph does not pile up copies. Never filled at import.
+_MODELS_CACHE: dict = {}
+_CACHE_SIZE = 2
+
+
+def weight_sets() -> dict[str, str]:
+    """Weight sets found in the liveportrait folders: label (folder relative to its models
+    folder, '.' for the folder itself) → absolute folder holding the four base networks."""
+    sets: dict[str, str] = {}
+    for rel in C.liveportrait_files():
+        if not rel.endswith(_NETWORK_FILES) or os.path.basename(rel) not in _NETWORK_FILES:
+            continue
+        label = os.path.dirname(rel) or "."
+        full = C.liveportrait_full_path(rel)
+        if full and label not in sets:
+            sets[label] = os.path.dirname(full)
+    return dict(sorted(sets.items(), key=lambda kv: ("animal" in kv[0].lower(), kv[0] != ".", kv[0])))
+
+
+def _signature(folder: str) -> tuple:
+    """(file, mtime) of every weight file load_models would read from `folder`."""
+    from ..liveportrait_core.weights import locate_weights
+
+    files = locate_weights(folder)
+    paths = [*files.networks.values(), files.stitching, files.landmark]
+    return tuple((p, os.path.getmtime(p)) for p in paths if p)
+
+
+def _missing_weights_message(choice: str) -> str:
+    from ..liveportrait_core.weights import expected_layout_text
+
+    dirs = C.liveportrait_dirs()
+    where = " or ".join(dirs)
+    what = "No LivePortrait weights were found" if choice == AUTO else f"The weights '{choice}' were not found"
+    return (f"LoadLivePortraitModels: {what} in {where}. {expected_layout_text(C.liveportrait_default_dir())} "
+            "Or set 'download_from_hub' to fetch them, then press Refresh.")
+
+
+def resolve_weights(choice: str, download: str, progress: Optional[C.Progress] = None) -> str:
+    """Folder of the chosen weight set; downloads into <models>/liveportrait when allowed."""
+    from ..liveportrait_core.errors import WeightsError
+
+    sets = weight_sets()
+    if choice != AUTO:
+        if choice in sets:
+            return sets[choice]
+        raise WeightsError(_missing_weights_message(choice))
+    humans = [f for label, f in sets.items() if "animal" not in label.lower()]
+    if humans or sets:
+        return (humans or list(sets.values()))[0]
+    layout = DOWNLOAD.get(download)
+    if layout is None:
+        raise WeightsError(_missing_weights_message(choice))
+    from ..liveportrait_core.hub import download_models
+
+    def cb(done: int, total: int, name: str) -> None:
+        if progress is not None:
+            progress.bar.update_absolute(done, total)
+        C.check_interrupt()
+
+    folder = download_models(C.liveportrait_default_dir(), layout=layout, progress=True, callback=cb)
+    sets = weight_sets()
+    return next(iter(sets.values()), folder)
+
+
+def load_cached(folder: str, dtype: torch.dtype, device: torch.device):
+    """LivePortraitModels for (folder, dtype, device), loaded once and kept on the offload device."""
+    from ..liveportrait_core.weights import load_models
+
+    key = (os.path.realpath(folder), _signature(folder), str(dtype), str(device))
+    models = _MODELS_CACHE.get(key)
+    if models is None:
+        while len(_MODELS_CACHE) >= _CACHE_SIZE:
+            _MODELS_CACHE.pop(next(iter(_MODELS_CACHE)))
+        models = load_models(folder, device=C.offload_device(), dtype=dtype)
+        _MODELS_CACHE[key] = models
+    return models
+
+
+class LoadLivePortraitModels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LoadLivePortraitModels",
+            display_name="Load LivePortrait Models",
+            category=CATEGORY,
+            description=(
+                "Loads the five LivePortrait networks and the 203-point landmark model from "
+                "models/liveportrait (or a 'liveportrait:' entry of extra_model_paths.yaml). Accepts "
+                "the reference .pth tree (liveportrait/base_models/…) and flat .safetensors files. "
+                "Loaded once and cached; computation happens on ComfyUI's device in the nodes that use it."),
+            inputs=[
+                io.Combo.Input("weights", options=[AUTO, *weight_sets().keys()], default=AUTO,
+                               tooltip="Which weight set in models/liveportrait: 'auto' takes the first "
+                                       "human set found (and downloads one if there is none and "
+                                       "download_from_hub allows it); otherwise the folder holding the networks."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="Weights dtype. auto: fp32 on CPU; fp16 (or bf16) where ComfyUI "
+                                       "reports the device supports it. The motion extractor and the "
+                                       "stitching MLPs always stay fp32."),
+                io.Combo.Input("download_from_hub", options=list(DOWNLOAD), default="Kijai/LivePortrait_safetensors",
+                               tooltip="When no weights are found: Hugging Face repo to download them from into "
+                                       "models/liveportrait (progress on the node), or 'never'. Offline, the "
+                                       "error lists the files to put there by hand."),
+            ],
+            outputs=[LPModels.Output(display_name="models",
+                                     tooltip="The LivePortrait networks (LP_MODELS) for the other LivePortrait nodes.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, weights: str, precision: str, download_from_hub: str) -> io.NodeOutput:
+        device = C.compute_device()
+        folder = resolve_weights(weights, download_from_hub, C.Progress(1, cls.hidden.unique_id))
+        models = load_cached(folder, C.choose_dtype(precision, device), device)
+        return io.NodeOutput(models)
+
+
+DETECTOR_BACKENDS = ["opencv", "insightface", "yunet"]
+_BACKEND_HELP = (
+    "opencv: OpenCV's bundled face cascade — no download, works offline, coarser boxes "
+    "(Apache-2.0/BSD, free for any use). "
+    "insightface: buffalo_l det_10g + 2d106det (the reference's choice, best boxes) from "
+    "models/insightface/models/buffalo_l or models/insightface/buffalo_l — its models are licensed "
+    "for NON-COMMERCIAL research use only. "
+    "yunet: OpenCV Zoo YuNet ONNX detector (MIT licence, commercial use fine), downloaded on first use."
+)
+
+
+class LivePortraitLoadFaceDetector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LivePortraitLoadFaceDetector",
+            display_name="LivePortrait Face Detector",
+            category=CATEGORY,
+            description=(
+                "Chooses the face detector LivePortrait Crop Face uses to find faces; the 203-point "
+                "landmark model of the LivePortrait weights then refines every face. Mind the "
+                "licence of each backend (see the backend tooltip)."),
+            inputs=[
+                io.Combo.Input("backend", options=DETECTOR_BACKENDS, default="opencv", tooltip=_BACKEND_HELP),
+                io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="Detection score threshold (insightface/yunet); lower finds more, "
+                                       "smaller or partly hidden faces. The reference uses 0.5 for insightface."),
+                io.Int.Input("max_side", default=640, min=128, max=2048, step=32,
+                             tooltip="Frames are scaled to at most this side for detection (speed); "
+                                     "boxes are mapped back to full resolution."),
+            ],
+            outputs=[LPFaceDetector.Output(display_name="detector",
+                                           tooltip="The face detector (LP_FACE_DETECTOR) for LivePortrait Crop Face.")],
+        )
+
+    @classmethod
+    def execute(cls, backend: str, threshold: float, max_side: int) -> io.NodeOutput:
+        from ..liveportrait_core.face.detectors import make_detector
+
+        return io.NodeOutput(make_detector(backend, threshold=threshold, max_side=max_side,
+                                           model_dirs=C.insightface_dirs()))

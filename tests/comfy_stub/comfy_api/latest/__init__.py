@@ -1,0 +1,16 @@
+"""Stand-in for `comfy_api.latest` (COMFYUI_GUIDE.md §4): ComfyExtension, io, ui."""
+from __future__ import annotations
+
+from . import _io as io
+from . import _ui as ui
+
+
+class ComfyExtension:
+    async def on_load(self) -> None:
+        """Called once when the extension is loaded."""
+
+    async def get_node_list(self) -> list:
+        raise NotImplementedError
+
+
+__all__ = ["ComfyExtension", "io", "ui"]
