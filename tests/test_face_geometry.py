@@ -340,3 +340,24 @@ def test_input_boundary():
     with pytest.raises(InputError, match="crops"):
         P.paste_back(np.zeros((2, 32, 32, 3), np.uint8), np.zeros((3, 16, 16, 3), np.uint8),
                      np.eye(3, dtype=np.float32))
+
+
+def test_several_faces_into_one_frame():
+    frames, lmk = _face_video(2)
+    a = C.crop_video(frames, lmk, dsize=128)
+    b = C.crop_video(frames, lmk + [[40, 30]], dsize=128)  # a second "face", shifted
+    crops = np.concatenate([255 - a.crop, b.crop // 2])  # items: (f0,A) (f1,A) (f0,B) (f1,B)
+    M = np.concatenate([a.M_c2o, b.M_c2o])
+    out, masks = P.paste_back(frames, crops, M, crop_size=128, into=[0, 1, 0, 1])
+    assert out.shape == frames.shape and masks.shape == frames.shape[:3]
+    for f in range(2):
+        first, m1 = P.paste_back(frames[f], crops[f], M[f], crop_size=128)
+        both, m2 = P.paste_back(first, crops[2 + f], M[2 + f], crop_size=128)
+        np.testing.assert_array_equal(out[f], both[0])
+        np.testing.assert_allclose(masks[f], 1 - (1 - m1[0]) * (1 - m2[0]), atol=1e-6)
+    # an image source broadcast into 3 output frames, two faces each
+    out3, _ = P.paste_back(frames[0], np.concatenate([crops] * 2)[:6], np.concatenate([M] * 2)[:6],
+                           crop_size=128, into=[0, 1, 2, 0, 1, 2])
+    assert out3.shape == (3,) + frames.shape[1:]
+    with pytest.raises(InputError, match="into"):
+        P.paste_back(frames, crops, M, crop_size=128, into=[0, 1, 2, 3])

@@ -136,10 +136,10 @@ def match_colors(face: np.ndarray, target: np.ndarray, weight: np.ndarray,
 
 def paste_back(frames: Any, crops: Any, M_c2o: Any, mask: Any = None, feather: float = 0.0,
                color_match: Union[bool, float] = False, crop_size: int = CROP_SIZE,
-               image_mask: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+               image_mask: Any = None, into: Any = None) -> Tuple[np.ndarray, np.ndarray]:
     """Paste N animated face crops into their frames.
 
-    frames:  [N,H,W,3] (or [1,H,W,3] / [H,W,3], broadcast) RGB uint8 original frames.
+    frames:  [F,H,W,3] (or [1,H,W,3] / [H,W,3], broadcast) RGB uint8 original frames.
     crops:   [N,S,S,3] RGB uint8 animated crops, any square size S (S ≠ crop_size: a resized
              crop, e.g. from an upscaler; mapped with OpenCV's pixel-centre convention).
     M_c2o:   [N,3,3] (or [3,3], broadcast) float32, crop_size² crop px → frame px.
@@ -148,21 +148,35 @@ def paste_back(frames: Any, crops: Any, M_c2o: Any, mask: Any = None, feather: f
     color_match: False/0 = off (reference); True/1 = match the pasted face's Lab mean/std to the
              original under the mask; a float in between blends.
     image_mask: optional frame-space mask [H,W] or [N,H,W] (float 0..1 or uint8) multiplied into
-             the warped mask (e.g. to protect a region of the picture).
-    Returns (frames [N,H,W,3] uint8 (new array, inputs are not modified), masks [N,H,W] float32
-    0..1 — the blend weights used).
+             the warped mask of each crop (e.g. to protect a region of the picture).
+    into:    optional [N] ints: the output frame of each crop. Several crops with the same value
+             (several faces of one frame) are pasted one after the other into that frame. Default:
+             crop i → output frame i. Output frames: F if F > 1, else max(into) + 1 (frames[0]
+             broadcast).
+    Returns (frames [F_out,H,W,3] uint8, a new array — inputs are not modified; masks
+    [F_out,H,W] float32 0..1, the blend weight of the pasted faces: the warped mask of the one crop
+    of a frame, 1 − Π(1 − mᵢ) for several).
     """
     crops = _as_batch(crops, "crops", 4)
     n, s = crops.shape[0], crops.shape[1]
-    if crops.shape[2] != s or crops.shape[3] != 3:
+    if crops.shape[2] != s or crops.shape[3] != 3 or n == 0:
         raise InputError(f"crops: expected square RGB crops [N,S,S,3], got {tuple(crops.shape)}.")
     frames = _as_batch(frames, "frames", 4)
     M = _as_batch(M_c2o, "M_c2o", 3).astype(F32)
-    if M.shape[1:] != (3, 3):
-        raise InputError(f"M_c2o: expected [N,3,3] matrices, got {tuple(M.shape)}.")
-    for name, k in (("frames", frames.shape[0]), ("M_c2o", M.shape[0])):
-        if k not in (1, n):
-            raise InputError(f"{name}: {k} items for {n} crops; give one, or one per crop.")
+    if M.shape[1:] != (3, 3) or M.shape[0] not in (1, n):
+        raise InputError(f"M_c2o: expected [{n},3,3] (or one [3,3]) matrices, got {tuple(M.shape)}.")
+    if into is None:
+        dest = np.arange(n)
+        if frames.shape[0] not in (1, n):
+            raise InputError(f"frames: {frames.shape[0]} frames for {n} crops; give one, or one "
+                             "per crop, or say which frame each crop goes into (into=).")
+    else:
+        dest = np.asarray(into, dtype=np.int64).reshape(-1)
+        if dest.shape[0] != n or dest.min() < 0 or \
+                (frames.shape[0] > 1 and dest.max() >= frames.shape[0]):
+            raise InputError(f"into: expected {n} frame indices in 0..{frames.shape[0] - 1}, "
+                             f"got {dest.tolist()[:8]}.")
+    f_out = frames.shape[0] if frames.shape[0] > 1 else int(dest.max()) + 1
     h, w = frames.shape[1:3]
     user = None if mask is None else _as_mask(mask, "mask")
     img_m = None if image_mask is None else _as_mask(image_mask, "image_mask")
@@ -171,38 +185,34 @@ def paste_back(frames: Any, crops: Any, M_c2o: Any, mask: Any = None, feather: f
     if img_m is not None and (img_m.shape[0] not in (1, n) or img_m.shape[1:] != (h, w)):
         raise InputError(f"image_mask: expected [{n} or 1,{h},{w}], got {tuple(img_m.shape)}.")
     strength = float(color_match)
+    pick = lambda a, i: a[i if a.shape[0] > 1 else 0]  # noqa: E731 (broadcast of one item)
 
-    out = np.empty((n, h, w, 3), np.uint8)
-    masks = np.empty((n, h, w), F32)
+    out = np.empty((f_out, h, w, 3), np.uint8)
+    for g in range(f_out):
+        out[g] = as_rgb_u8(pick(frames, g), "frames")
+    masks = np.zeros((f_out, h, w), F32)
+    touched = np.zeros(f_out, bool)
     cache_key, mask_ori = None, None
     for i in range(n):
-        frame = as_rgb_u8(frames[i if frames.shape[0] > 1 else 0], "frames")
-        Mi = M[i if M.shape[0] > 1 else 0]
+        g, Mi = int(dest[i]), pick(M, i)
         ui = None if user is None else (i if user.shape[0] > 1 else 0)
-        key = (Mi.tobytes(), ui)
-        if key != cache_key:  # image source: one mask for every frame
+        if (Mi.tobytes(), ui) != cache_key:  # image source: one mask for every frame
             cm = crop_mask(crop_size, feather, None if ui is None else user[ui])
             mask_ori = warp(cm, Mi, (w, h))
             mask_ori = mask_ori.astype(F32) / 255.0 if mask_ori.dtype == np.uint8 else mask_ori
-            cache_key = key
-        m = mask_ori if img_m is None else mask_ori * img_m[i if img_m.shape[0] > 1 else 0]
-        masks[i] = m
-        out[i] = frame
+            cache_key = (Mi.tobytes(), ui)
+        m = mask_ori if img_m is None else mask_ori * pick(img_m, i)
+        masks[g] = 1 - (1 - masks[g]) * (1 - m) if touched[g] else m
+        touched[g] = True
         rs, cs = _roi(m)  # outside the mask the blend returns the frame exactly
         if rs.stop == 0:
             continue
-        warped = _warp_roi(as_rgb_u8(crops[i], "crops"), Mi, s, crop_size, (w, h), rs, cs)
-        orig = frame[rs, cs]
-        mr = m[rs, cs, None]
-        wf = warped.astype(F32)
+        warped = warp(as_rgb_u8(crops[i], "crops"), crop_to_image_matrix(Mi, s, crop_size),
+                      (w, h))[rs, cs]
+        mr, wf = m[rs, cs, None], warped.astype(F32)
         if strength > 0:
+            orig = as_rgb_u8(pick(frames, g), "frames")[rs, cs]
             wf = match_colors(warped, orig, m[rs, cs] >= 0.5, strength)
-        blend = mr * wf + (1 - mr) * orig.astype(F32)
-        out[i, rs, cs] = np.clip(blend, 0, 255).astype(np.uint8)
+        blend = mr * wf + (1 - mr) * out[g, rs, cs].astype(F32)
+        out[g, rs, cs] = np.clip(blend, 0, 255).astype(np.uint8)
     return out, masks
-
-
-def _warp_roi(crop: np.ndarray, M_c2o: np.ndarray, s: int, crop_size: int, size: Tuple[int, int],
-              rs: slice, cs: slice) -> np.ndarray:
-    """Warp the crop into the frame and return the ROI rows/cols of it."""
-    return warp(crop, crop_to_image_matrix(M_c2o, s, crop_size), size)[rs, cs]
