@@ -101,13 +101,19 @@ def crop_mask(crop_size: int = CROP_SIZE, feather: float = 0.0,
     return m
 
 
-def _roi(mask: np.ndarray) -> Tuple[slice, slice]:
-    """Bounding rows/cols of the non-zero mask (empty slices if it is all zero)."""
-    rows = np.flatnonzero(mask.any(axis=1))
+def _warped_mask(mask: np.ndarray, M_c2o: np.ndarray, size: Tuple[int, int]
+                 ) -> Tuple[slice, slice, np.ndarray]:
+    """Warp a crop-space mask (uint8 0..255 or float 0..1) into the frame; return the bounding box
+    of its non-zero part and the float32 0..1 values inside it (u8/255, as the reference)."""
+    full = warp(mask, M_c2o, size)
+    nz = full > 0
+    rows = np.flatnonzero(nz.any(axis=1))
     if rows.size == 0:
-        return slice(0, 0), slice(0, 0)
-    cols = np.flatnonzero(mask.any(axis=0))
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        return slice(0, 0), slice(0, 0), np.zeros((0, 0), F32)
+    cols = np.flatnonzero(nz.any(axis=0))
+    rs, cs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    roi = full[rs, cs]
+    return rs, cs, (roi.astype(F32) / 255.0 if roi.dtype == np.uint8 else roi.astype(F32))
 
 
 def match_colors(face: np.ndarray, target: np.ndarray, weight: np.ndarray,
@@ -192,27 +198,31 @@ def paste_back(frames: Any, crops: Any, M_c2o: Any, mask: Any = None, feather: f
         out[g] = as_rgb_u8(pick(frames, g), "frames")
     masks = np.zeros((f_out, h, w), F32)
     touched = np.zeros(f_out, bool)
-    cache_key, mask_ori = None, None
+    cache_key, cached = None, None
     for i in range(n):
         g, Mi = int(dest[i]), pick(M, i)
         ui = None if user is None else (i if user.shape[0] > 1 else 0)
         if (Mi.tobytes(), ui) != cache_key:  # image source: one mask for every frame
-            cm = crop_mask(crop_size, feather, None if ui is None else user[ui])
-            mask_ori = warp(cm, Mi, (w, h))
-            mask_ori = mask_ori.astype(F32) / 255.0 if mask_ori.dtype == np.uint8 else mask_ori
+            cached = _warped_mask(crop_mask(crop_size, feather, None if ui is None else user[ui]),
+                                  Mi, (w, h))
             cache_key = (Mi.tobytes(), ui)
-        m = mask_ori if img_m is None else mask_ori * pick(img_m, i)
-        masks[g] = 1 - (1 - masks[g]) * (1 - m) if touched[g] else m
+        rs, cs, m = cached  # outside this box the mask is 0: the blend returns the frame exactly
+        if img_m is not None:
+            m = m * pick(img_m, i)[rs, cs]
+        if touched[g]:
+            masks[g, rs, cs] = 1 - (1 - masks[g, rs, cs]) * (1 - m)
+        else:
+            masks[g, rs, cs] = m
         touched[g] = True
-        rs, cs = _roi(m)  # outside the mask the blend returns the frame exactly
-        if rs.stop == 0:
+        if m.size == 0:
             continue
         warped = warp(as_rgb_u8(crops[i], "crops"), crop_to_image_matrix(Mi, s, crop_size),
                       (w, h))[rs, cs]
-        mr, wf = m[rs, cs, None], warped.astype(F32)
+        wf = warped.astype(F32)
         if strength > 0:
             orig = as_rgb_u8(pick(frames, g), "frames")[rs, cs]
-            wf = match_colors(warped, orig, m[rs, cs] >= 0.5, strength)
-        blend = mr * wf + (1 - mr) * out[g, rs, cs].astype(F32)
+            wf = match_colors(warped, orig, m >= 0.5, strength)
+        m3 = m[..., None]
+        blend = m3 * wf + (1 - m3) * out[g, rs, cs].astype(F32)
         out[g, rs, cs] = np.clip(blend, 0, 255).astype(np.uint8)
     return out, masks
