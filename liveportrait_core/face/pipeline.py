@@ -1,0 +1,164 @@
+"""From user frames to `FaceCrops`: detect, track, landmark and crop every selected face.
+
+`crop_faces` follows the reference (CROP_AND_PASTE.md §2.5, §3) and adds face selection,
+several faces per frame (items = frame × face, tagged with a tracked face id), box smoothing
+and robustness to frames without a face.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import FaceNotFoundError, InputError
+from .crop import (CROP_SIZE, DRIVING, NETWORK_SIZE, SOURCE, CropPreset, as_rgb_u8, crop_driving_video,
+                   crop_image, crop_video, full_frame_crop, full_frame_network_input, invert,
+                   network_input, transform_points)
+from .crops import FaceCrops
+from .detectors.base import DetectedFace, FaceDetector
+from .landmarks import DEFAULT_BOX_TO_EXTENT, LandmarkRunner
+from .tracking import FaceTrack, select_faces, track_faces
+
+PURPOSES = {"source": SOURCE, "driving": DRIVING}
+
+
+def _frames_u8(frames, name: str) -> List[np.ndarray]:
+    """[F,H,W,C] / [H,W,C] / list of images (uint8 or float 0..1, numpy or torch) → list of RGB u8."""
+    if isinstance(frames, (list, tuple)):
+        out = [as_rgb_u8(f, name) for f in frames]
+    else:
+        if hasattr(frames, "detach"):
+            frames = frames.detach().cpu().numpy()
+        a = np.asarray(frames)
+        if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 3, 4) and a.shape[0] > 4):
+            a = a[None]
+        if a.ndim == 3:  # [F,H,W] grey batch
+            a = a[..., None]
+        if a.ndim != 4:
+            raise InputError(f"{name}: expected frames [F,H,W,3], got shape {tuple(a.shape)}.")
+        out = [as_rgb_u8(f, name) for f in a]
+    if not out:
+        raise InputError(f"{name}: no frames given.")
+    shapes = {f.shape for f in out}
+    if len(shapes) > 1:
+        raise InputError(f"{name}: frames of different sizes {sorted(shapes)}; resize them first.")
+    return out
+
+
+def _preset(purpose, scale, vx, vy) -> CropPreset:
+    if isinstance(purpose, str):
+        if purpose not in PURPOSES:
+            raise InputError(f"crop purpose {purpose!r}: use 'source', 'driving' or give scale/vx/vy.")
+        p = PURPOSES[purpose]
+    else:
+        p = SOURCE
+    return CropPreset(p.scale if scale is None else float(scale),
+                      p.vx_ratio if vx is None else float(vx),
+                      p.vy_ratio if vy is None else float(vy))
+
+
+def _to_crops(crops, M_c2o, lmk, frame_index, face_id, hw, crop_size, missing, area: bool):
+    """Stack per-item numpy results into FaceCrops (256 inputs via INTER_AREA or bilinear)."""
+    interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
+    net = np.stack([c if c.shape[0] == NETWORK_SIZE else
+                    cv2.resize(c, (NETWORK_SIZE, NETWORK_SIZE), interpolation=interp) for c in crops])
+    return FaceCrops(
+        crops=torch.from_numpy(np.ascontiguousarray(net)),
+        M_c2o=torch.from_numpy(np.ascontiguousarray(np.stack(M_c2o).astype(np.float32))),
+        landmarks=None if lmk is None else torch.from_numpy(np.stack(lmk).astype(np.float32)),
+        frame_index=torch.as_tensor(np.asarray(frame_index, np.int64)),
+        face_id=torch.as_tensor(np.asarray(face_id, np.int64)),
+        image_size=(int(hw[0]), int(hw[1])), crop_size=int(crop_size),
+        missing_frames=tuple(sorted(set(int(m) for m in missing))))
+
+
+def _crop_none(frames, detector, runner, crop_size, name) -> FaceCrops:
+    """`none` mode: every frame already is a face crop (whole frame → crop_size², 256 bilinear)."""
+    crops, mats, lmks = [], [], []
+    for f in frames:
+        r = full_frame_crop(f, crop_size)
+        crops.append(full_frame_network_input(f))
+        mats.append(r.M_c2o)
+        if runner is not None:
+            lmk = _landmarks_of_face_crop(f, detector, runner)
+            lmks.append(transform_points(lmk, r.M_o2c))
+    n = len(frames)
+    return _to_crops(crops, mats, lmks if runner is not None else None, range(n), [0] * n,
+                     frames[0].shape[:2], crop_size, (), area=False)
+
+
+def _landmarks_of_face_crop(img: np.ndarray, detector: Optional[FaceDetector],
+                            runner: LandmarkRunner) -> np.ndarray:
+    """203 points of the face filling a crop: the largest detection if any, else the face a
+    source-preset crop would hold (extent = side/2.3, shifted down by 0.125 side), refined."""
+    faces = detector.detect(img) if detector is not None else []
+    if faces:
+        face = max(faces, key=lambda f: f.area)
+        return runner.from_face(img, face, getattr(detector, "box_to_extent", DEFAULT_BOX_TO_EXTENT))
+    h, w = img.shape[:2]
+    side = min(h, w) / SOURCE.scale
+    cx, cy = w / 2, h / 2 - SOURCE.vy_ratio * min(h, w)
+    box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
+    return runner.from_face(img, DetectedFace(box, 0.0), (0.0, 0.0, 0.0, 0.0), refine=2)
+
+
+def crop_faces(frames, detector: Optional[FaceDetector], landmark_runner: Optional[LandmarkRunner],
+               purpose: Union[str, None] = "source", scale: Optional[float] = None,
+               vx: Optional[float] = None, vy: Optional[float] = None,
+               face_index: Union[int, str] = 0, order: str = "large-small", rotate: bool = True,
+               smooth: float = 0.0, mode: str = "detect", crop_size: int = CROP_SIZE,
+               detect_every: int = 1, name: str = "image",
+               progress: Optional[Callable[[int, int], None]] = None) -> FaceCrops:
+    """Face crops of a picture or video.
+
+    frames: [F,H,W,3] (or one [H,W,3], or a list) RGB uint8 / float 0..1, numpy or torch.
+    detector / landmark_runner: a FaceDetector, and a LandmarkRunner (None: no 203 points;
+        crops are then guided by the detector's 106 points or its box).
+    purpose: 'source' (scale 2.3, vy −0.125, rotated per-frame crops, 256 by INTER_AREA) or
+        'driving' (the reference's driving auto-crop: scale 2.2, vy −0.1, one unrotated box =
+        mean of the per-frame boxes, 256 bilinear); scale/vx/vy override the preset's numbers.
+    face_index: which face (after `order`) or 'all' (items = frame × face, face ids tracked).
+    order: large-small, small-large, left-right, right-left, top-bottom, bottom-top.
+    rotate: cancel head roll in source crops. smooth: temporal smoothing σ (frames) of the
+        source crop boxes, 0 = reference. mode: 'detect', or 'none' (frames are already crops).
+    detect_every: presence check period while tracking (see tracking.track_faces).
+    Returns FaceCrops with N = F × faces items, frame-major. Raises FaceNotFoundError (no face
+    anywhere, naming `name`; index out of range, giving the number of faces found).
+    """
+    imgs = _frames_u8(frames, name)
+    if mode == "none":
+        return _crop_none(imgs, detector, landmark_runner, crop_size, name)
+    if mode != "detect":
+        raise InputError(f"crop mode {mode!r}: use 'detect' or 'none'.")
+    if detector is None:
+        raise InputError(f"{name}: a face detector is needed to crop (or use crop mode 'none').")
+    p = _preset(purpose, scale, vx, vy)
+    tracks: List[FaceTrack] = track_faces(imgs, detector, landmark_runner, face_index, order,
+                                          detect_every, name, progress)
+    n_frames, n_faces = len(imgs), len(tracks)
+    per_face = []  # (crops [F,...], M_c2o [F,3,3], landmarks [F,203,2] crop px or None)
+    for t in tracks:
+        lmk203 = t.landmarks if landmark_runner is not None else None
+        if purpose == "driving":
+            crops, M, pts = crop_driving_video(imgs, t.landmarks, crop_size, p.scale, p.vx_ratio,
+                                               p.vy_ratio)
+            M_c2o = np.repeat(invert(M)[None], n_frames, 0)
+        elif n_frames == 1 and t.guide106 is not None:
+            # reference source image: crop guided by the 106 points; 203 points for the ratios
+            r = crop_image(imgs[0], t.guide106, crop_size, p.scale, p.vx_ratio, p.vy_ratio, rotate)
+            crops, M_c2o = r.crop[None], r.M_c2o[None]
+            pts = None if lmk203 is None else transform_points(lmk203, r.M_o2c)
+        else:
+            r = crop_video(imgs, t.landmarks, crop_size, p.scale, p.vx_ratio, p.vy_ratio, rotate,
+                           smooth)
+            crops, M_c2o, pts = r.crop, r.M_c2o, r.landmarks
+        per_face.append((crops, M_c2o, pts if lmk203 is not None else None))
+    order_idx = [(f, k) for f in range(n_frames) for k in range(n_faces)]  # frame-major items
+    crops = [per_face[k][0][f] for f, k in order_idx]
+    mats = [per_face[k][1][f] for f, k in order_idx]
+    lmks = None if landmark_runner is None else [per_face[k][2][f] for f, k in order_idx]
+    missing = [m for t in tracks for m in t.missing_frames]
+    return _to_crops(crops, mats, lmks, [f for f, _ in order_idx], [k for _, k in order_idx],
+                     imgs[0].shape[:2], crop_size, missing, area=purpose != "driving")

@@ -1,0 +1,163 @@
+"""Faces through the frames of a video: detect once, then follow each face with landmarks.
+
+Reference behaviour (CROP_AND_PASTE.md §2.5, §3): detect on the first frame that has a face,
+then track with the 203-point model (`run(frame, previous 203 points)`), no re-detection.
+
+Additions:
+* Presence check: every `detect_every`-th frame is also run through the detector and each
+  tracked face must match a detection (its centre inside the face's landmark box, similar
+  size); a face without a match is *missing* on that frame: it keeps its last landmarks (so the
+  last crop) and the frame is reported. When it reappears it is re-initialised from the
+  detection. `detect_every=0` is the reference's pure tracking.
+* Frames before the first face get the first face's landmarks and are reported missing.
+* Several faces: every selected face is tracked separately; matching detections by position
+  keeps face ids stable from frame to frame.
+* Without a landmark runner the guide of each frame's matched detection (106 points or the
+  pseudo guide) is used instead of 203 tracked points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import FaceNotFoundError
+from .detectors.base import DetectedFace, FaceDetector, order_faces
+from .landmarks import DEFAULT_BOX_TO_EXTENT, LandmarkRunner, pseudo_guide
+
+
+@dataclass
+class FaceTrack:
+    """One face through F frames.
+
+    landmarks: [F,K,2] float32 image px (203 with a landmark runner, else the detector guide);
+        frames where the face is missing hold the last known (or first, before it appears) ones.
+    found:     [F] bool, frames where the face was really seen.
+    guide106:  [106,2] insightface points of the detection that started the track (or None);
+        the reference's source-image crop is guided by these.
+    """
+
+    face_id: int
+    landmarks: np.ndarray
+    found: np.ndarray
+    guide106: Optional[np.ndarray] = None
+
+    @property
+    def missing_frames(self) -> List[int]:
+        return [int(i) for i in np.flatnonzero(~self.found)]
+
+
+@dataclass
+class _Live:
+    lmk: Optional[np.ndarray] = None
+    per_frame: list = field(default_factory=list)
+    found: list = field(default_factory=list)
+    guide106: Optional[np.ndarray] = None
+
+
+def face_landmarks(image: np.ndarray, face: DetectedFace, runner: Optional[LandmarkRunner],
+                   box_to_extent=DEFAULT_BOX_TO_EXTENT) -> np.ndarray:
+    """Landmarks that describe a detected face: 203 via the runner, else 106 or a pseudo guide."""
+    if runner is not None:
+        return runner.from_face(image, face, box_to_extent)
+    if face.points106 is not None:
+        return np.asarray(face.points106, np.float32)
+    return pseudo_guide(face, box_to_extent)
+
+
+def select_faces(faces: Sequence[DetectedFace], face_index: Union[int, str], order: str,
+                 name: str) -> List[DetectedFace]:
+    """The faces to use: all of them (face_index='all'), or the face_index-th by `order`."""
+    ordered = order_faces(faces, order)
+    if isinstance(face_index, str):
+        if face_index.lower() != "all":
+            raise FaceNotFoundError(f"face index {face_index!r}: use a number or 'all'.")
+        return ordered
+    i = int(face_index)
+    if not -len(ordered) <= i < len(ordered):
+        raise FaceNotFoundError(
+            f"{name}: face index {i} requested but {len(ordered)} face"
+            f"{'s were' if len(ordered) != 1 else ' was'} found (valid: 0…{len(ordered) - 1}, "
+            f"ordered {order}). Choose a smaller index or 'all'.")
+    return [ordered[i]]
+
+
+def _landmark_box(lmk: np.ndarray) -> np.ndarray:
+    lo, hi = lmk.min(axis=0), lmk.max(axis=0)
+    return np.concatenate([lo, hi]).astype(np.float32)
+
+
+def match_faces(tracks: Sequence[np.ndarray], faces: Sequence[DetectedFace]) -> List[int]:
+    """For each tracked landmark set [K,2], the index of its detection or -1 (greedy, by
+    normalised centre distance; a detection must have its centre inside the landmark box grown
+    by 30 % and a size within ×0.4…×2.5 of it)."""
+    pairs = []
+    for t, lmk in enumerate(tracks):
+        b = _landmark_box(lmk)
+        c, size = (b[:2] + b[2:]) / 2, max(float(np.max(b[2:] - b[:2])), 1.0)
+        for j, f in enumerate(faces):
+            fsize = max(float(f.box[2] - f.box[0]), float(f.box[3] - f.box[1]), 1.0)
+            d = np.abs(f.center - c) / (size * 0.8)
+            if d.max() <= 1.0 and 0.4 <= fsize / size <= 2.5:
+                pairs.append((float(np.hypot(*d)), t, j))
+    out, used = [-1] * len(tracks), set()
+    for _, t, j in sorted(pairs):
+        if out[t] < 0 and j not in used:
+            out[t] = j
+            used.add(j)
+    return out
+
+
+def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector,
+                runner: Optional[LandmarkRunner], face_index: Union[int, str] = 0,
+                order: str = "large-small", detect_every: int = 1, name: str = "video",
+                progress: Optional[Callable[[int, int], None]] = None) -> List[FaceTrack]:
+    """Track the selected faces through `frames` (F RGB uint8 [H,W,3] images).
+
+    Returns one FaceTrack per selected face (face_id 0…n−1 in `order` on the first frame with
+    a face). Raises FaceNotFoundError when no frame has a face, or face_index is out of range.
+    progress(done, total) is called after every frame (it may raise to cancel).
+    """
+    n = len(frames)
+    calib = getattr(detector, "box_to_extent", DEFAULT_BOX_TO_EXTENT)
+    first, chosen = -1, []
+    for i in range(n):
+        faces = detector.detect(frames[i])
+        if faces:
+            first, chosen = i, select_faces(faces, face_index, order, name)
+            break
+        if progress:
+            progress(i + 1, n)
+    if first < 0:
+        raise FaceNotFoundError(
+            f"{name}: no face found in {'the image' if n == 1 else f'any of its {n} frames'}. "
+            "Use a picture where a face is clearly visible (frontal, not tiny), or another "
+            "face detector.")
+    live = [_Live() for _ in chosen]
+    for t, f in zip(live, chosen):
+        t.lmk = face_landmarks(frames[first], f, runner, calib)
+        t.guide106 = None if f.points106 is None else np.asarray(f.points106, np.float32)
+        t.per_frame = [t.lmk] * (first + 1)
+        t.found = [False] * first + [True]
+    if progress:
+        progress(first + 1, n)
+    for i in range(first + 1, n):
+        frame = frames[i]
+        check = detect_every > 0 and (i - first) % detect_every == 0
+        faces = detector.detect(frame) if (check or runner is None) else []
+        matches = match_faces([t.lmk for t in live], faces) if faces or check else [-2] * len(live)
+        for t, j in zip(live, matches):
+            if j == -1 or (runner is None and j < 0):  # checked and not seen: keep last
+                t.found.append(False)
+            elif j >= 0 and (runner is None or not t.found[-1]):  # (re)initialise
+                t.lmk = face_landmarks(frame, faces[j], runner, calib)
+                t.found.append(True)
+            else:  # seen (or unchecked): follow with the 203-point model like the reference
+                t.lmk = runner.run(frame, t.lmk)
+                t.found.append(True)
+            t.per_frame.append(t.lmk)
+        if progress:
+            progress(i + 1, n)
+    return [FaceTrack(k, np.stack(t.per_frame).astype(np.float32), np.array(t.found, bool),
+                      t.guide106) for k, t in enumerate(live)]
