@@ -29,7 +29,7 @@ class Fixture:
         self.aliases = aliases or {}
 
     def __getitem__(self, name):
-        if name not in self.d.files and not self.full and name in self.aliases:
+        if name not in self.d.files and name in self.aliases:
             other, key = self.aliases[name]
             return other[key]
         return self.d[name]
@@ -49,8 +49,10 @@ def fc():
 
 @pytest.fixture(scope="module")
 def fe(fc):
+    mm = Fixture("motion_math.npz", "face_e2e.npz")
     return Fixture("e2e_image_to_video.npz", "face_e2e.npz",
-                   {"source_image_u8": (fc, "image_u8"), "source_crop256_u8": (fc, "crop106_img256_u8")})
+                   {"source_image_u8": (fc, "image_u8"), "source_crop256_u8": (fc, "crop106_img256_u8"),
+                    "drv_video_cropped_lmk_crop512": (mm, "drv_video_cropped_lmk_crop512")})
 
 
 def assert_img(ours, ref, min_exact=0.999):
@@ -199,6 +201,17 @@ def test_e2e_crop_and_pasteback(fe):
     assert_img(out[0][fe.view("base_pasteback0_u8")], fe["base_pasteback0_u8"])
 
 
+def test_e2e_driving_autocrop(fe):
+    """motion_math.npz's drv_video_cropped case: the e2e driving frames auto-cropped (§3)."""
+    lmk = fe["driving_lmk203"]
+    frames = fe["driving_frames_u8"] if fe.full else np.zeros((3, 256, 256, 3), np.uint8)
+    crops, M, lmk_crop = C.crop_driving_video(frames, lmk)
+    np.testing.assert_allclose(lmk_crop, fe["drv_video_cropped_lmk_crop512"], atol=1e-3)
+    mm = parity_file("motion_math.npz")
+    if fe.full and mm:  # the 512² crops themselves ([::4, ::4]) need the full driving frames
+        assert_img(crops[:, ::4, ::4], np.load(mm)["drv_video_cropped_crop512_sub4_u8"])
+
+
 # ------------------------------------------------------------------ behaviour beyond the reference
 
 
@@ -337,6 +350,8 @@ def test_input_boundary():
     assert (C.as_rgb_u8(torch.ones(4, 4, 3)) == 255).all()
     with pytest.raises(InputError, match="landmarks"):
         C.crop_image(np.zeros((32, 32, 3), np.uint8), np.full((5, 2), np.nan, np.float32))
+    with pytest.raises(InputError, match="span no area"):
+        C.crop_image(np.zeros((32, 32, 3), np.uint8), np.full((5, 2), 3.0, np.float32))
     with pytest.raises(InputError, match="crops"):
         P.paste_back(np.zeros((2, 32, 32, 3), np.uint8), np.zeros((3, 16, 16, 3), np.uint8),
                      np.eye(3, dtype=np.float32))

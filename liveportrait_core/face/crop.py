@@ -177,6 +177,9 @@ def parse_rect_from_landmark(landmarks: Any, scale: float = SOURCE.scale, vx_rat
     c1 = (lo + hi) / 2
     size = hi - lo
     size = np.full(2, max(size[0], size[1]), dtype=F32) * scale  # f32 (numpy-2 scalar rule)
+    if not (np.isfinite(size[0]) and size[0] > 0):
+        raise InputError(f"landmarks: the points span no area (box side {float(size[0])} with "
+                         f"scale {scale}); pass the landmarks of a real face and a scale > 0.")
     center = c0 + ux * c1[0] + uy * c1[1]
     center = center + ux * (vx_ratio * size) + uy * (vy_ratio * size)
     return Rect(center=center.astype(F32), side=F32(size[0]), angle=angle)
@@ -320,6 +323,8 @@ def global_box(boxes: Any) -> np.ndarray:
 def box_to_matrix(box: Sequence[float], dsize: int = CROP_SIZE) -> np.ndarray:
     """M_o2c [3,3] float32 of an unrotated box crop, with the reference's arithmetic (§3.4)."""
     x0, y0, x1, y1 = (float(v) for v in box)
+    if not x1 - x0 > 0:
+        raise InputError(f"box: [x0,y0,x1,y1] = {[x0, y0, x1, y1]} has no width.")
     s = dsize / (x1 - x0)  # float64
     bx, by = F32((x0 + x1) / 2), F32((y0 + y1) / 2)
     t = F32(dsize / 2)
