@@ -275,6 +275,11 @@ def test_crop_video_smoothing():
     assert jitter(sm.M_o2c) < 0.5 * jitter(ref.M_o2c)
     np.testing.assert_allclose(sm.M_c2o @ sm.M_o2c, np.broadcast_to(np.eye(3), (12, 3, 3)),
                                atol=1e-4)
+    # the same smoothing applied to the matrices alone (tracked crops without landmarks)
+    M_sm, Mi_sm = C.smooth_crop_matrices(ref.M_o2c, 2.0, dsize=128)
+    np.testing.assert_allclose(M_sm, sm.M_o2c, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(Mi_sm, sm.M_c2o, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(C.smooth_crop_matrices(ref.M_o2c, 0.0, dsize=128)[0], ref.M_o2c)
     # a steady pan is kept (zero-phase, point-reflected ends: no lag, no pull at the ends)
     c = np.stack([np.arange(20.0) * 3, np.full(20, 50.0)], 1).astype(np.float32)
     cs, ss, angs = C.smooth_rects(c, np.full(20, 100, np.float32), np.zeros(20), 3.0)

@@ -397,6 +397,29 @@ def smooth_rects(centers: np.ndarray, sides: np.ndarray, angles: np.ndarray, str
     return c, s, a
 
 
+def smooth_crop_matrices(M_o2c: Any, strength: float, dsize: int = CROP_SIZE
+                         ) -> Tuple[np.ndarray, np.ndarray]:
+    """Temporal smoothing of per-frame similarity crop matrices [N,3,3] (e.g. tracked crops whose
+    landmarks are gone). Each matrix is read back as a rect (centre, side, angle), smoothed by
+    `smooth_rects` and rebuilt. Returns (M_o2c, M_c2o) [N,3,3] float32; strength 0 returns the
+    input matrices."""
+    M = np.asarray(M_o2c, dtype=F32).reshape(-1, 3, 3)
+    if strength == 0 or len(M) < 2:
+        return M, np.stack([invert(m) for m in M])
+    M64 = M.astype(np.float64)
+    a, b = M64[:, 0, 0], M64[:, 0, 1]  # s·cos, s·sin (rows [[a, b, ·], [−b, a, ·]])
+    if not np.allclose(M64[:, 1, 1], a, atol=1e-4 * np.abs(a).max()) or \
+            not np.allclose(M64[:, 1, 0], -b, atol=1e-4 * np.abs(a).max()):
+        raise InputError("M_o2c: only similarity crop matrices (rotation + uniform scale) can be "
+                         "smoothed.")
+    centers = np.linalg.solve(M64[:, :2, :2], (dsize / 2 - M64[:, :2, 2])[..., None])[..., 0]
+    c, side, ang = smooth_rects(centers.astype(F32), (dsize / np.hypot(a, b)).astype(F32),
+                                np.arctan2(b, a), strength)
+    out = np.stack([rect_to_matrix(Rect(ci, si, float(ai)), dsize) for ci, si, ai in
+                    zip(c, side, ang)])
+    return out, np.stack([invert(m) for m in out])
+
+
 def crop_video(frames: Sequence[Any], landmarks: Any, dsize: int = CROP_SIZE,
                scale: float = SOURCE.scale, vx_ratio: float = SOURCE.vx_ratio,
                vy_ratio: float = SOURCE.vy_ratio, rotate: bool = True,
