@@ -26,11 +26,27 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def materialize_spectral_norm(net: nn.Module) -> int:
-    """Replace every spectral-norm reparametrisation in `net` (in place) by its eval weight.
+def _sn_conv_to_plain(m: nn.Module) -> Optional[nn.Conv2d]:
+    """A plain Conv2d equal to an SN-conv module holding `weight_orig/weight_u/weight_v`."""
+    w = m.weight_orig.detach().float()
+    if w.dim() != 4:
+        return None
+    sigma = torch.dot(m.weight_u.detach().float(), torch.mv(w.reshape(w.shape[0], -1), m.weight_v.detach().float()))
+    bias = getattr(m, "bias", None)
+    pad = getattr(m, "padding", 0)
+    conv = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), padding=pad, bias=bias is not None)
+    conv.weight = nn.Parameter(w / sigma, requires_grad=False)
+    if bias is not None:
+        conv.bias = nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+    return conv
 
-    Handles the hook API (`weight_orig/weight_u/weight_v`) and the parametrization API.
-    Returns the number of weights converted. `net` must be in eval mode (checked).
+
+def materialize_spectral_norm(net: nn.Module) -> int:
+    """Replace every spectral-normalised weight in `net` (in place) by its eval weight.
+
+    Handles the torch hook API, the parametrization API and custom SN-conv modules that hold
+    `weight_orig`, `weight_u`, `weight_v` (replaced by a plain Conv2d with
+    `W_eff = weight_orig / (u·(W v))`, ARCHITECTURE.md §1). Returns the number converted.
     """
     from torch.nn.utils import parametrize
     from torch.nn.utils.spectral_norm import SpectralNorm
@@ -38,7 +54,7 @@ def materialize_spectral_norm(net: nn.Module) -> int:
     if net.training:
         raise RuntimeError("materialize_spectral_norm needs an eval-mode network")
     n = 0
-    for m in net.modules():
+    for m in list(net.modules()):
         for hook in list(m._forward_pre_hooks.values()):
             if isinstance(hook, SpectralNorm):
                 torch.nn.utils.remove_spectral_norm(m, hook.name)  # uses stored u, v (no iteration)
@@ -48,6 +64,13 @@ def materialize_spectral_norm(net: nn.Module) -> int:
                 with torch.no_grad():
                     parametrize.remove_parametrizations(m, name, leave_parametrized=True)
                 n += 1
+        for name, child in list(m._modules.items()):
+            if child is not None and all(hasattr(child, k) for k in ("weight_orig", "weight_u", "weight_v")) \
+                    and not isinstance(child, _CONVS):
+                plain = _sn_conv_to_plain(child)
+                if plain is not None:
+                    m._modules[name] = plain
+                    n += 1
     return n
 
 
@@ -65,38 +88,96 @@ def _fold(conv: nn.Module, bn: nn.Module) -> nn.Module:
     return fused
 
 
-def _probe_input(conv: nn.Module) -> torch.Tensor:
+# (conv child, BN child) pairs where the BN is applied directly to that conv's output, by the
+# reference's module layout (ARCHITECTURE.md §1, §4): conv→BN blocks, the dense-motion
+# `compress`→`norm`, and the pre-activation ResBlock3d where `norm2` follows `conv1`.
+FOLD_PAIRS = (("conv", "norm"), ("compress", "norm"), ("conv1", "norm2"))
+
+
+def _probe_inputs(block: nn.Module):
     gen = torch.Generator().manual_seed(0)
-    spatial = {nn.Conv1d: (16,), nn.Conv2d: (8, 8), nn.Conv3d: (4, 8, 8)}[type(conv)]
-    return torch.randn((1, conv.in_channels) + spatial, generator=gen, dtype=conv.weight.dtype)
+    for c in block.children():
+        if isinstance(c, _CONVS):
+            spatial = {nn.Conv1d: (16,), nn.Conv2d: (8, 8), nn.Conv3d: (2, 8, 8)}[type(c)]
+            yield torch.randn((1, c.in_channels) + spatial, generator=gen, dtype=c.weight.dtype)
 
 
-def fold_batchnorm(net: nn.Module) -> int:
-    """Fold `conv → BN` pairs held as `.conv` / `.norm` of a block into the conv (in place).
-
-    Each candidate is checked numerically on a small random input; blocks where BN does not
-    directly follow the conv keep their BN. Returns the number of folded pairs.
-    """
-    n = 0
-    for block in list(net.modules()):
-        conv, bn = getattr(block, "conv", None), getattr(block, "norm", None)
-        if not (isinstance(conv, _CONVS) and isinstance(bn, _BNS) and bn.track_running_stats):
-            continue
-        if conv.groups != 1 and conv.out_channels != bn.num_features:
-            continue
-        x = _probe_input(conv)
+def _runs_same(block: nn.Module, swap) -> Optional[bool]:
+    """Does `block` compute the same after `swap()`? None when it cannot be probed alone."""
+    if type(block).forward is nn.Module.forward:
+        return None  # a plain container (no forward of its own)
+    for x in _probe_inputs(block):
         try:
             with torch.no_grad():
                 ref = block(x)
-                block.conv, block.norm = _fold(conv, bn), nn.Identity()
-                got = block(x)
-        except Exception:  # noqa: BLE001 - an unusual block; leave it as it was
-            block.conv, block.norm = conv, bn
+        except Exception:  # noqa: BLE001 - wrong probe shape / needs more arguments
             continue
-        if not torch.allclose(ref, got, rtol=1e-4, atol=1e-4 * max(1.0, float(ref.abs().max()))):
-            block.conv, block.norm = conv, bn  # not a conv→BN block
-            continue
-        n += 1
+        swap()
+        with torch.no_grad():
+            got = block(x)
+        scale = max(1.0, float(ref.abs().max()))
+        return bool(torch.allclose(ref, got, rtol=1e-4, atol=1e-4 * scale))
+    return None
+
+
+def fold_batchnorm(net: nn.Module) -> int:
+    """Fold BN into the conv it directly follows (pairs of FOLD_PAIRS), in place.
+
+    Each block that can run on its own is checked on a small random input and reverted when
+    the output changes (so a BN that does not directly follow the conv is never folded);
+    containers without a forward are folded by the layout rule alone. Returns pairs folded.
+    """
+    n = 0
+    for block in list(net.modules()):
+        for conv_name, bn_name in FOLD_PAIRS:
+            conv, bn = getattr(block, conv_name, None), getattr(block, bn_name, None)
+            if not (isinstance(conv, _CONVS) and isinstance(bn, _BNS) and bn.track_running_stats
+                    and bn.running_var is not None and conv.out_channels == bn.num_features):
+                continue
+
+            def swap(block=block, conv_name=conv_name, bn_name=bn_name, conv=conv, bn=bn):
+                setattr(block, conv_name, _fold(conv, bn))
+                setattr(block, bn_name, nn.Identity())
+
+            same = _runs_same(block, swap)
+            if same is None and not isinstance(getattr(block, bn_name), nn.Identity):
+                swap()
+            elif same is False:
+                setattr(block, conv_name, conv)
+                setattr(block, bn_name, bn)
+                continue
+            n += 1
+    return n
+
+
+class _LowPrecisionPool3dBlock(nn.Module):
+    """Stand-in for a `conv3d → BN → ReLU → AvgPool3d(1,2,2)` block (DownBlock3d) whose
+    pooling has no bfloat16 CPU kernel: pools in float32 and casts back (one rounding)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.conv, self.norm = block.conv, block.norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.norm(self.conv(x)))
+        if y.dtype in (torch.float16, torch.bfloat16) and y.device.type == "cpu":
+            return torch.nn.functional.avg_pool3d(y.float(), kernel_size=(1, 2, 2)).to(y.dtype)
+        return torch.nn.functional.avg_pool3d(y, kernel_size=(1, 2, 2))
+
+
+def _replace_pool3d_blocks(net: nn.Module) -> int:
+    """Swap DownBlock3d-like blocks for `_LowPrecisionPool3dBlock` after checking equality."""
+    n = 0
+    for parent in list(net.modules()):
+        for name, child in list(parent._modules.items()):
+            if type(child).__name__ != "DownBlock3d" or not isinstance(getattr(child, "conv", None), nn.Conv3d):
+                continue
+            new = _LowPrecisionPool3dBlock(child)
+            x = torch.randn(1, child.conv.in_channels, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                if torch.allclose(child(x), new(x), rtol=1e-5, atol=1e-6):
+                    parent._modules[name] = new
+                    n += 1
     return n
 
 
@@ -132,9 +213,17 @@ def prepare_network(
     """
     device = torch.device(device) if device is not None else next(net.parameters()).device
     m = copy.deepcopy(net).to("cpu").float().eval()
+    # Input-casting hooks of the loaded network would round keypoints to the low dtype; the
+    # caller of a prepared copy passes features in `dtype` and keypoints in float32 itself.
+    for k, hook in list(m._forward_pre_hooks.items()):
+        if getattr(hook, "__name__", "") == "_cast_inputs":
+            del m._forward_pre_hooks[k]
+            m._forward_pre_hooks_with_kwargs.pop(k, None)
     materialize_spectral_norm(m)
     if fold:
         fold_batchnorm(m)
+    if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
+        _replace_pool3d_blocks(m)  # torch has no bf16/fp16 CPU avg_pool3d kernel
     m = m.to(device=device, dtype=dtype)
     if memory_channels_last:
         to_channels_last(m)

@@ -158,8 +158,8 @@ class Animator:
         """
         nets = self._networks()
         with self._scope():
-            kp_s = x_s.to(self.device, self.dtype)
-            kp_d = x_d.to(self.device, self.dtype)
+            kp_s = x_s.to(self.device, torch.float32)  # geometry stays float32 (W upcasts anyway)
+            kp_d = x_d.to(self.device, torch.float32)
             warped = nets["W"](self._prep(f_s), kp_source=kp_s, kp_driving=kp_d)["out"]
             img = nets["G"](self._prep(warped))
         return img.float()
