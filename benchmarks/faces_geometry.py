@@ -20,7 +20,8 @@ from liveportrait_core.face import paste as P  # noqa: E402
 
 def _ms(fn, repeat: int) -> float:
     """Best-of-`repeat` wall time in ms (the minimum is robust to other processes on the box)."""
-    fn()  # warm-up
+    for _ in range(3):  # warm-up (first calls are several times slower)
+        fn()
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
