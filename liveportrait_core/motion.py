@@ -262,8 +262,8 @@ class Motion:
 
     def with_pose(self, pitch=None, yaw=None, roll=None) -> "Motion":
         """Copy with new degrees (None keeps the current ones) and R rebuilt from them."""
-        p, y, r = (self.pitch if a is None else _f32(a).reshape(-1).expand(len(self)).clone()
-                   for a in (pitch, yaw, roll))
+        p, y, r = (cur if a is None else _f32(a).reshape(-1).expand(len(self)).clone()
+                   for a, cur in ((pitch, self.pitch), (yaw, self.yaw), (roll, self.roll)))
         return replace(self, pitch=p, yaw=y, roll=r, R=rotation_from_degrees(p, y, r))
 
     def with_ratios(self, eye_ratio=None, lip_ratio=None) -> "Motion":
