@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 
 from ..errors import FaceNotFoundError
@@ -109,6 +110,38 @@ def match_faces(tracks: Sequence[np.ndarray], faces: Sequence[DetectedFace]) -> 
     return out
 
 
+def detect_near(detector: FaceDetector, frame: np.ndarray, tracks: Sequence[np.ndarray],
+                face_px: float = 96.0, margin: float = 0.6) -> List[DetectedFace]:
+    """Detections around each tracked face only (cheaper than the whole frame).
+
+    For every landmark set [K,2], the region of its landmark box grown by `margin` box sides on
+    each side is cut out, scaled so the face is about `face_px` pixels, and run through the
+    detector; boxes/points are mapped back to frame pixels.
+    """
+    h, w = frame.shape[:2]
+    out: List[DetectedFace] = []
+    for lmk in tracks:
+        b = _landmark_box(lmk)
+        size = max(float(np.max(b[2:] - b[:2])), 8.0)
+        x0, y0 = int(max(b[0] - margin * size, 0)), int(max(b[1] - margin * size, 0))
+        x1, y1 = int(min(b[2] + margin * size, w)), int(min(b[3] + margin * size, h))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            continue
+        s = min(1.0, face_px / size)
+        region = frame[y0:y1, x0:x1]
+        if s < 1.0:
+            region = cv2.resize(region, (max(round((x1 - x0) * s), 1), max(round((y1 - y0) * s), 1)),
+                                interpolation=cv2.INTER_AREA)
+        for f in detector.detect(region):
+            sx, sy = (x1 - x0) / region.shape[1], (y1 - y0) / region.shape[0]
+            scale, off = np.array([sx, sy], np.float32), np.array([x0, y0], np.float32)
+            box = (f.box.reshape(2, 2) * scale + off).reshape(4)
+            p5 = None if f.points5 is None else f.points5 * scale + off
+            p106 = None if f.points106 is None else f.points106 * scale + off
+            out.append(DetectedFace(box.astype(np.float32), f.score, p5, p106))
+    return out
+
+
 def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector,
                 runner: Optional[LandmarkRunner], face_index: Union[int, str] = 0,
                 order: str = "large-small", detect_every: int = 1, name: str = "video",
@@ -145,7 +178,9 @@ def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector,
     for i in range(first + 1, n):
         frame = frames[i]
         check = detect_every > 0 and (i - first) % detect_every == 0
-        faces = detector.detect(frame) if (check or runner is None) else []
+        # presence check near the tracked faces; without a runner a full detection each frame
+        faces = (detector.detect(frame) if runner is None else
+                 detect_near(detector, frame, [t.lmk for t in live]) if check else [])
         matches = match_faces([t.lmk for t in live], faces) if faces or check else [-2] * len(live)
         for t, j in zip(live, matches):
             if j == -1 or (runner is None and j < 0):  # checked and not seen: keep last
