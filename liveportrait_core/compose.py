@@ -64,6 +64,19 @@ def _exp_set_mask() -> torch.Tensor:
 EXP_SET = _exp_set_mask()
 
 
+def _region_mask(region: str, every_kp: bool) -> Optional[torch.Tensor]:
+    """[21,3] bool: the δ components taken from the composed expression (None: keep δ_s).
+    Regions all/exp use all 21 keypoints for an image source in relative mode (every_kp),
+    else the EXP-SET; lip / eyes use their keypoint sets."""
+    if region == "pose":
+        return None
+    if region in ("lip", "eyes"):
+        m = torch.zeros(NUM_KP, 3, dtype=torch.bool)
+        m[LIP_KPS if region == "lip" else EYE_KPS] = True
+        return m
+    return torch.ones(NUM_KP, 3, dtype=torch.bool) if every_kp else EXP_SET
+
+
 class MissingRatiosError(InputError, MotionFileError):
     """Eye / lip retargeting asked for, but the needed open ratios are unknown."""
 
@@ -260,27 +273,22 @@ def _compose_sequence(src: Motion, drv: Motion, d0: Motion, drv_idx: torch.Tenso
         x_s = src.select([0]).keypoints().expand(n, NUM_KP, 3).clone()
     R_d, exp_d, s_d, t_d = drv.R, drv.exp, drv.scale, drv.t
     R_d0, exp_d0, s_d0, t_d0 = d0.R, d0.exp, d0.scale, d0.t
-    R_rel = None
+    pose_region = region in ("all", "pose")
 
     if not src_video:
         if rel:
             if drv_video:
-                delta_all = exp_s + (exp_d - exp_d0)
-                delta_eyes = delta_all
+                new_exp = exp_s + (exp_d - exp_d0)
+            elif region == "eyes":  # driving image, eyes: nothing subtracted
+                new_exp = exp_s + exp_d
             else:  # driving image: lip_array (cast to float32 first) replaces δ_d,0
-                delta_all = exp_s + (exp_d - LIP_ARRAY.float())
-                delta_eyes = exp_s + exp_d
-            R_rel = (R_d @ R_d0.transpose(1, 2)) @ R_s
-            s_rel = s_s * (s_d / s_d0)
-            t_rel = t_s + (t_d - t_d0)
-            R_new, s_new, t_new, delta = {
-                "all": (R_rel, s_rel, t_rel, delta_all), "pose": (R_rel, s_s, t_rel, exp_s),
-                "exp": (R_s, s_s, t_s, delta_all), "lip": (R_s, s_s, t_s, delta_all),
-                "eyes": (R_s, s_s, t_s, delta_eyes)}[region]
-            src_delta = delta
+                new_exp = exp_s + (exp_d - LIP_ARRAY.float())
+            R_new = (R_d @ R_d0.transpose(1, 2)) @ R_s if pose_region else R_s
+            s_new = s_s * (s_d / s_d0) if region == "all" else s_s
+            t_new = t_s + (t_d - t_d0) if pose_region else t_s
         else:
-            R_new, t_new = (R_d, t_d) if region in ("all", "pose") else (R_s, t_s)
-            s_new, src_delta = s_s, exp_d
+            R_new, t_new = (R_d, t_d) if pose_region else (R_s, t_s)
+            s_new, new_exp = s_s, exp_d
     else:
         if drv_video:
             if rel:
@@ -292,7 +300,7 @@ def _compose_sequence(src: Motion, drv: Motion, d0: Motion, drv_idx: torch.Tenso
                 E_in, E = E, kalman_smooth(E, o.smooth_variance)
                 if trace is not None:
                     trace.update(smooth_in_exp=E_in, smooth_out_exp=E)
-                if region in ("all", "pose"):  # the rotation is only smoothed where it is used
+                if pose_region:  # the rotation is only smoothed where it is used
                     Q_in, Q = Q, kalman_smooth(Q, o.smooth_variance)
                     if trace is not None:
                         trace.update(smooth_in_R=Q_in, smooth_out_R=Q)
@@ -301,23 +309,13 @@ def _compose_sequence(src: Motion, drv: Motion, d0: Motion, drv_idx: torch.Tenso
             Q = R_s
         else:
             E, Q = exp_d0.expand(n, NUM_KP, 3), R_d0.expand(n, 3, 3)
-        R_new = Q if region in ("all", "pose") else R_s
+        R_new = Q if pose_region else R_s
         s_new = s_s
-        t_new = t_d if (not rel and region in ("all", "pose")) else t_s
-        src_delta = E
+        t_new = t_d if (not rel and pose_region) else t_s
+        new_exp = E
 
-    # expression: which components come from the composed/driving expression
-    if src_video or not rel:
-        mask = {"all": EXP_SET, "exp": EXP_SET, "pose": None}.get(region)
-        if region in ("lip", "eyes"):
-            mask = torch.zeros(NUM_KP, 3, dtype=torch.bool)
-            mask[LIP_KPS if region == "lip" else EYE_KPS] = True
-        delta = exp_s if mask is None else torch.where(mask, src_delta, exp_s)
-    elif region in ("lip", "eyes"):
-        mask = torch.zeros(NUM_KP, 3, dtype=torch.bool)
-        mask[LIP_KPS if region == "lip" else EYE_KPS] = True
-        delta = torch.where(mask, src_delta, exp_s)
-
+    mask = _region_mask(region, every_kp=rel and not src_video)
+    delta = exp_s if mask is None else torch.where(mask, new_exp, exp_s)
     t_new = t_new.clone()
     t_new[:, 2] = 0
     x_d = s_new.reshape(n, 1, 1) * (kp_s @ R_new + delta) + t_new[:, None, :]
