@@ -206,8 +206,9 @@ def _mlp(fn, x_s: torch.Tensor, ratio: torch.Tensor, module: torch.nn.Module) ->
     """Run one MLP on `[x_s.flat(63), ratio]` rows; float32 CPU output."""
     p = next(module.parameters())
     inp = torch.cat([x_s.reshape(x_s.shape[0], -1), ratio], dim=1)
-    with torch.no_grad():
-        return fn(inp.to(p.device, p.dtype)).to("cpu", torch.float32)
+    inp = inp.to(p.device, p.dtype)
+    with torch.no_grad():  # row by row, as the reference: results do not depend on batching
+        return torch.cat([fn(inp[i:i + 1]) for i in range(inp.shape[0])]).to("cpu", torch.float32)
 
 
 def _stitch(mlps, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
