@@ -167,6 +167,16 @@ class ComposeOptions:
                 raise InputError(f"option {name} must be a finite number, got {v!r}.")
         if self.smooth_variance < 0:
             raise InputError(f"option smooth_variance must be ≥ 0, got {self.smooth_variance}.")
+        for name in ("relative_motion", "stitching", "eye_retargeting", "lip_retargeting", "normalize_lip",
+                     "source_video_eye_retargeting"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InputError(f"option {name} must be True or False, got {getattr(self, name)!r}.")
+        for name in ("target_eye_ratio", "target_lip_ratio"):
+            v = getattr(self, name)
+            if v is not None:
+                arr = np.asarray(v, dtype=np.float64) if not isinstance(v, torch.Tensor) else v.double().numpy()
+                if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                    raise InputError(f"option {name} must be None or ratios ≥ 0, got {v!r}.")
 
 
 # ------------------------------------------------------------------------------ timeline

@@ -199,6 +199,9 @@ class Motion:
             if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape:
                 got = tuple(v.shape) if hasattr(v, "shape") else type(v).__name__
                 raise InputError(f"{name}: field '{key}' should have shape {shape}, got {got}.")
+            integer = key in ("face_id", "frame_index")
+            if (v.dtype == torch.float32) == integer or (integer and v.is_floating_point()):
+                raise InputError(f"{name}: field '{key}' should be {'int64' if integer else 'float32'}, got {v.dtype}.")
         if n == 0:
             raise InputError(f"{name} has no frames.")
         if not (self.fps > 0 and math.isfinite(self.fps)):

@@ -140,7 +140,9 @@ def test_missing_source_ratios_is_a_clear_error():
                                       (dict(driving_option="fast"), "driving_option"),
                                       (dict(length_policy="repeat"), "length_policy"),
                                       (dict(smooth_variance=-1.0), "smooth_variance"),
-                                      (dict(driving_multiplier=float("nan")), "driving_multiplier")])
+                                      (dict(driving_multiplier=float("nan")), "driving_multiplier"),
+                                      (dict(stitching="no"), "stitching"),
+                                      (dict(target_lip_ratio=-0.5), "target_lip_ratio")])
 def test_bad_options(kw, match):
     with pytest.raises(InputError, match=match):
         compose(source_motion("src_image"), drv("drv_video"), None, ComposeOptions(**kw))
@@ -161,6 +163,10 @@ def test_bad_inputs():
     broken.exp = torch.zeros(2, 21, 3)
     with pytest.raises(InputError, match="exp"):
         compose(broken, d3, None)
+    wrong_dtype = img.select([0])
+    wrong_dtype.t = wrong_dtype.t.double()
+    with pytest.raises(InputError, match="float32"):
+        compose(wrong_dtype, d3, None)
     assert issubclass(MissingRatiosError, LivePortraitError)
 
 
