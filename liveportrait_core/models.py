@@ -4,6 +4,7 @@ Build it with `liveportrait_core.weights.load_models(path, device, dtype)`.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -42,18 +43,28 @@ def network_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
 
 
 def _cast_inputs(module: nn.Module, args: tuple, kwargs: dict):
-    """Forward pre-hook: move floating-point tensor inputs to the network's device and dtype,
-    so callers may pass float32 CPU tensors to a float16 network (or float16 to a float32 one)."""
+    """Forward pre-hook. The data input (first argument of forward: image, feature volume, MLP
+    input) goes to the network's device and dtype, so callers may pass float32 to a float16
+    network (or float16 to a float32 one). Other tensors (keypoints) only change device: the
+    warping module computes its geometry in float32 and must get float32 keypoints."""
     p = next(module.parameters(), None)
     if p is None:
         return None
 
-    def cast(v):
+    def cast(v, data: bool):
         if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.to(device=p.device, dtype=p.dtype)
+            return v.to(device=p.device, dtype=p.dtype) if data else v.to(device=p.device)
         return v
 
-    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+    data_kw = getattr(module, "_lp_data_arg", None)
+    args = tuple(cast(a, i == 0) for i, a in enumerate(args))
+    kwargs = {k: cast(v, not args and k == data_kw) for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def _data_arg(module: nn.Module) -> str | None:
+    params = list(inspect.signature(type(module).forward).parameters)
+    return params[1] if len(params) > 1 else None  # params[0] is self
 
 
 def prepare_network(module: nn.Module) -> nn.Module:
@@ -65,6 +76,7 @@ def prepare_network(module: nn.Module) -> nn.Module:
     own_forward = type(module).forward is not nn.Module.forward
     for m in (module,) if own_forward else tuple(module.children()):
         if not getattr(m, "_lp_cast_hook", False):
+            m._lp_data_arg = _data_arg(m)
             m.register_forward_pre_hook(_cast_inputs, with_kwargs=True)
             m._lp_cast_hook = True
     return module
@@ -82,8 +94,11 @@ class LivePortraitModels:
     spade_generator(feature [B,256,64,64]) → [B,3,512,512] in 0..1
     stitching_retargeting: StitchingRetargeting (.stitching/.eye/.lip, float32) or None when no
         stitching file was found (then compose skips stitching and eye/lip retargeting).
-    Every network casts its floating-point inputs to its own device/dtype; outputs come in the
-    network's dtype (`network_dtype(name, dtype)`).
+    Every network moves its inputs to its device and casts its data input (image / feature /
+    MLP input, not keypoints) to its dtype; outputs come in the network's dtype
+    (`network_dtype(name, dtype)`).
+    After a float16/bfloat16 load, `.to(dtype=torch.float32)` keeps the rounded values: reload
+    for exact float32 weights.
     landmark_path: the 203-point `landmark.onnx` found next to the weights, or None.
     source: the folder passed to load_models; files: network name → file it was loaded from.
     variant: 'human' or 'animal' (guessed from the folder names).

@@ -113,9 +113,11 @@ def expected_layout_text(folder: str) -> str:
 def locate_weights(path: str) -> WeightFiles:
     """Resolve a user-given folder to the files of one weight set (see the module docstring)."""
     path = os.path.abspath(os.path.expanduser(str(path)))
+    if os.path.isfile(path):  # a weight file was given: use the set in its folder
+        path = os.path.dirname(path)
     if not os.path.isdir(path):
-        what = "is a file, not a folder" if os.path.exists(path) else "does not exist"
-        raise WeightsError(f"LivePortrait weights folder {path} {what}. {expected_layout_text(path)}")
+        raise WeightsError(f"LivePortrait weights folder {path} does not exist. "
+                           f"{expected_layout_text(path)}")
     for base in _base_dir_candidates(path):
         found = {n: _find(base, n) for n in BASE_NETWORKS}
         if any(found.values()):

@@ -144,6 +144,26 @@ def test_float16_files_and_dtype_policy(models_fp16):
         assert feat.dtype == torch.float16 and torch.isfinite(feat).all()
 
 
+def test_input_cast_hook_casts_only_the_data_input():
+    from liveportrait_core.models import prepare_network
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 3)
+
+        def forward(self, feature, kp_source=None):
+            return self.lin(feature), kp_source
+
+    net = prepare_network(Net()).to(torch.bfloat16)
+    assert not net.training and not net.lin.weight.requires_grad
+    kp = torch.rand(2, 3, dtype=torch.float32)
+    for out, kp_out in (net(torch.rand(2, 3), kp_source=kp), net(feature=torch.rand(2, 3), kp_source=kp),
+                        net(torch.rand(2, 3, dtype=torch.float64), kp)):
+        assert out.dtype == torch.bfloat16 and kp_out.dtype == torch.float32  # keypoints untouched
+    assert prepare_network(net) is net and len(net._forward_pre_hooks) == 1  # idempotent
+
+
 def test_fp16_file_loads_exactly_as_float32(tmp_path):
     folder = synth_weights.write_folder(str(tmp_path), 0, "safetensors-flat", dtype=torch.float16)
     module = load_network("appearance_feature_extractor",
@@ -183,7 +203,8 @@ def test_reference_tree_can_be_given_at_three_levels(weights_pth):
     base = os.path.join(weights_pth, "liveportrait", "base_models")
     stitch = os.path.join(weights_pth, "liveportrait", "retargeting_models",
                           "stitching_retargeting_module.pth")
-    for p in (weights_pth, os.path.join(weights_pth, "liveportrait"), base):
+    for p in (weights_pth, os.path.join(weights_pth, "liveportrait"), base,
+              os.path.join(base, "warping_module.pth")):
         f = locate_weights(p)
         assert f.base_dir == base and f.stitching == stitch and f.variant == "human"
         assert f.networks["spade_generator"] == os.path.join(base, "spade_generator.pth")
