@@ -1,8 +1,9 @@
 """Motion files: the reference tool's `.pkl` templates and our own pickle-free format.
 
 * `.pkl` (ARCHITECTURE.md §11): read through a restricted unpickler that admits only the numpy
-  globals arrays are rebuilt from (`_reconstruct`, `ndarray`, `dtype`) — any other global is
-  refused before anything runs. Both layouts are read: rotation `R` or `R_d`, ratio lists
+  globals arrays and numbers are rebuilt from (`multiarray._reconstruct` / `.scalar` under
+  `numpy.core` or `numpy._core`, `numpy.ndarray`, `numpy.dtype` — object dtypes refused); any
+  other global is refused before anything runs. Both layouts are read: rotation `R` or `R_d`, ratio lists
   `c_eyes_lst` / `c_lip_lst` or `c_d_eyes_lst` / `c_d_lip_lst`, or none (ratios then unknown).
   Written with protocol 4, plain float32 arrays and Python ints, the current key names.
 * `.lpmotion.safetensors` (ours): safetensors tensors + JSON metadata; round-trips every
@@ -37,20 +38,38 @@ _INT_FIELDS = ("face_id", "frame_index")
 # ------------------------------------------------------------------------------ reading .pkl
 
 
-def _numpy_reconstruct():
+def _multiarray():
     for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2, then numpy 1
         try:
-            return importlib.import_module(mod)._reconstruct
-        except (ImportError, AttributeError):
+            return importlib.import_module(mod)
+        except ImportError:
             continue
-    raise MotionFileError("this numpy cannot rebuild pickled arrays (no multiarray._reconstruct).")
+    raise MotionFileError("this numpy cannot rebuild pickled arrays (no multiarray module).")
+
+
+def _numpy_reconstruct():
+    return _multiarray()._reconstruct
+
+
+def _plain_dtype(*args):
+    """numpy.dtype for numbers only: object dtypes (which can hold anything) are refused."""
+    d = np.dtype(*args)
+    if d.hasobject:
+        raise MotionFileError("refused to load: the file contains an object array, which a motion "
+                              "template never does (only float arrays and plain values are allowed).")
+    return d
+
+
+def _plain_scalar(dtype, *args):
+    """A numpy number (e.g. an fps saved as numpy.int64); object scalars are refused."""
+    return _multiarray().scalar(_plain_dtype(dtype), *args)
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals numpy arrays are rebuilt from."""
+    """Unpickler that resolves only the globals numpy arrays and numbers are rebuilt from."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+    _ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+                for n in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
@@ -60,7 +79,9 @@ class _SafeUnpickler(pickle.Unpickler):
                 "nothing from it was run.")
         if name == "_reconstruct":
             return _numpy_reconstruct()
-        return np.ndarray if name == "ndarray" else np.dtype
+        if name == "scalar":
+            return _plain_scalar
+        return np.ndarray if name == "ndarray" else _plain_dtype
 
     def persistent_load(self, pid: Any) -> Any:
         raise MotionFileError("refused to load: the pickle uses persistent ids (not a motion template).")

@@ -213,8 +213,17 @@ def test_numpy_object_arrays_refused(tmp_path):
     tpl["motion"][0]["exp"] = np.array([None] * 63, dtype=object).reshape(1, 21, 3)
     path = tmp_path / "obj.pkl"
     path.write_bytes(pickle.dumps(tpl, protocol=4))
-    with pytest.raises(MotionFileError, match="dtype object"):
+    with pytest.raises(MotionFileError, match="object array"):
         load_motion(str(path))
+
+
+def test_numpy_numbers_accepted(tmp_path):
+    tpl = _template_with(np.array([[0.3, 0.2]], dtype=np.float32))
+    tpl.update(n_frames=np.int64(1), output_fps=np.float64(24.0), c_lip_lst=[np.float32(0.1)])
+    path = tmp_path / "np_numbers.pkl"
+    path.write_bytes(pickle.dumps(tpl, protocol=4))
+    m = load_motion(str(path))
+    assert m.fps == 24.0 and len(m) == 1 and float(m.lip_ratio[0, 0]) == pytest.approx(0.1)
 
 
 # ----------------------------------------------------------------------------- damaged / foreign
