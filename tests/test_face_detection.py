@@ -300,6 +300,17 @@ def test_all_faces_video_ids_stable():
     np.testing.assert_allclose(c[3] - c[0], [[15, 0]] * 3, atol=0.01)
 
 
+def test_face_found_again_after_moving_while_missing():
+    frames = np.full((4, 240, 320, 3), 9, np.uint8)
+    frames[:, 0, 0] = np.array([0, 0, 100, 100])[:, None]
+    frames[1] = 0
+    fc = crop_faces(frames, Fixed(BOXES[:1]), None)
+    assert fc.missing_frames == (1,)
+    c = np.array([_centre(fc, i) for i in range(4)])
+    np.testing.assert_allclose(c[1], c[0], atol=1e-4)
+    np.testing.assert_allclose(c[2:] - c[0], [[100, 0], [100, 0]], atol=0.01)
+
+
 def test_video_first_frames_without_face_and_driving_box():
     frames = np.full((4, 240, 320, 3), 9, np.uint8)
     frames[:2] = 0

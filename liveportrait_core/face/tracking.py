@@ -4,11 +4,12 @@ Reference behaviour (CROP_AND_PASTE.md §2.5, §3): detect on the first frame th
 then track with the 203-point model (`run(frame, previous 203 points)`), no re-detection.
 
 Additions:
-* Presence check: every `detect_every`-th frame is also run through the detector and each
-  tracked face must match a detection (its centre inside the face's landmark box, similar
-  size); a face without a match is *missing* on that frame: it keeps its last landmarks (so the
-  last crop) and the frame is reported. When it reappears it is re-initialised from the
-  detection. `detect_every=0` is the reference's pure tracking.
+* Presence check: every `detect_every`-th frame the detector (lenient threshold) looks near
+  each tracked face, which must match a detection (its centre inside the face's landmark box,
+  similar size). A face without a match is looked for in the whole frame (it may have moved);
+  if it is not there it is *missing* on that frame: it keeps its last landmarks (so the last
+  crop) and the frame is reported. When it reappears it is re-initialised from the detection.
+  `detect_every=0` is the reference's pure tracking.
 * Frames before the first face get the first face's landmarks and are reported missing.
 * Several faces: every selected face is tracked separately; matching detections by position
   keeps face ids stable from frame to frame.
@@ -110,13 +111,44 @@ def match_faces(tracks: Sequence[np.ndarray], faces: Sequence[DetectedFace]) -> 
     return out
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _rematch(lost: Sequence[np.ndarray], faces: Sequence[DetectedFace],
+             taken: Sequence[np.ndarray]) -> List[int]:
+    """Lost faces (last landmarks) ↔ whole-frame detections not already used by a tracked face:
+    nearest of similar size (×0.4…×2.5), greedy; -1 when none."""
+    free = [j for j, f in enumerate(faces) if all(_iou(f.box, b) < 0.3 for b in taken)]
+    pairs = []
+    for k, lmk in enumerate(lost):
+        b = _landmark_box(lmk)
+        c, size = (b[:2] + b[2:]) / 2, max(float(np.max(b[2:] - b[:2])), 1.0)
+        for j in free:
+            f = faces[j]
+            fsize = max(float(f.box[2] - f.box[0]), float(f.box[3] - f.box[1]), 1.0)
+            if 0.4 <= fsize / size <= 2.5:
+                pairs.append((float(np.hypot(*(f.center - c))), k, j))
+    out, used = [-1] * len(lost), set()
+    for _, k, j in sorted(pairs):
+        if out[k] < 0 and j not in used:
+            out[k] = j
+            used.add(j)
+    return out
+
+
 def detect_near(detector: FaceDetector, frame: np.ndarray, tracks: Sequence[np.ndarray],
                 face_px: float = 96.0, margin: float = 0.6) -> List[DetectedFace]:
     """Detections around each tracked face only (cheaper than the whole frame).
 
     For every landmark set [K,2], the region of its landmark box grown by `margin` box sides on
     each side is cut out, scaled so the face is about `face_px` pixels, and run through the
-    detector; boxes/points are mapped back to frame pixels.
+    detector with its lenient threshold (`detect_relaxed`: a turned head is still there);
+    boxes/points are mapped back to frame pixels.
     """
     h, w = frame.shape[:2]
     out: List[DetectedFace] = []
@@ -132,7 +164,8 @@ def detect_near(detector: FaceDetector, frame: np.ndarray, tracks: Sequence[np.n
         if s < 1.0:
             region = cv2.resize(region, (max(round((x1 - x0) * s), 1), max(round((y1 - y0) * s), 1)),
                                 interpolation=cv2.INTER_AREA)
-        for f in detector.detect(region):
+        find = getattr(detector, "detect_relaxed", detector.detect)
+        for f in find(region):
             sx, sy = (x1 - x0) / region.shape[1], (y1 - y0) / region.shape[0]
             scale, off = np.array([sx, sy], np.float32), np.array([x0, y0], np.float32)
             box = (f.box.reshape(2, 2) * scale + off).reshape(4)
@@ -177,21 +210,39 @@ def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector,
         progress(first + 1, n)
     for i in range(first + 1, n):
         frame = frames[i]
-        check = detect_every > 0 and (i - first) % detect_every == 0
-        # presence check near the tracked faces; without a runner a full detection each frame
-        faces = (detector.detect(frame) if runner is None else
-                 detect_near(detector, frame, [t.lmk for t in live]) if check else [])
-        matches = match_faces([t.lmk for t in live], faces) if faces or check else [-2] * len(live)
-        for t, j in zip(live, matches):
-            if j == -1 or (runner is None and j < 0):  # checked and not seen: keep last
-                t.found.append(False)
-            elif j >= 0 and (runner is None or not t.found[-1]):  # (re)initialise
-                t.lmk = face_landmarks(frame, faces[j], runner, calib)
-                t.found.append(True)
-            else:  # seen (or unchecked): follow with the 203-point model like the reference
+        check = runner is None or (detect_every > 0 and (i - first) % detect_every == 0)
+        if not check:  # the reference: follow every face with the 203-point model
+            for t in live:
                 t.lmk = runner.run(frame, t.lmk)
                 t.found.append(True)
-            t.per_frame.append(t.lmk)
+                t.per_frame.append(t.lmk)
+        else:
+            lmks = [t.lmk for t in live]
+            # presence check near the tracked faces (full detection when there is no runner)
+            faces = detector.detect(frame) if runner is None else detect_near(detector, frame, lmks)
+            matches = match_faces(lmks, faces)
+            fresh = [False] * len(live)
+            if min(matches) < 0:  # lost faces: look in the whole frame (they may have moved)
+                full = faces if runner is None else detector.detect(frame)
+                taken = [faces[j].box for j in matches if j >= 0]
+                extra = _rematch([lmks[k] for k, j in enumerate(matches) if j < 0], full, taken)
+                it = iter(extra)
+                for k, j in enumerate(matches):
+                    if j < 0:
+                        j2 = next(it)
+                        if j2 >= 0:
+                            faces = list(faces) + [full[j2]]
+                            matches[k], fresh[k] = len(faces) - 1, True
+            for k, (t, j) in enumerate(zip(live, matches)):
+                if j < 0:  # not seen: keep the last landmarks (so the last crop)
+                    t.found.append(False)
+                elif runner is None or fresh[k] or not t.found[-1]:  # (re)initialise
+                    t.lmk = face_landmarks(frame, faces[j], runner, calib)
+                    t.found.append(True)
+                else:  # seen: follow with the 203-point model like the reference
+                    t.lmk = runner.run(frame, t.lmk)
+                    t.found.append(True)
+                t.per_frame.append(t.lmk)
         if progress:
             progress(i + 1, n)
     return [FaceTrack(k, np.stack(t.per_frame).astype(np.float32), np.array(t.found, bool),

@@ -64,6 +64,11 @@ class FaceDetector:
     def _detect(self, img: np.ndarray) -> List[DetectedFace]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def detect_relaxed(self, image_rgb_u8: np.ndarray) -> List[DetectedFace]:
+        """Detection with a lenient threshold, used to check that a tracked face is still there
+        (a turned head scores low but is not gone). Default: `detect`."""
+        return self.detect(image_rgb_u8)
+
 
 def order_faces(faces: Sequence[DetectedFace], order: str = "large-small") -> List[DetectedFace]:
     """Sort faces by the reference's `direction` rules (stable sort).

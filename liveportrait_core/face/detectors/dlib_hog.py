@@ -46,6 +46,13 @@ class DlibHogDetector(FaceDetector):
         self._det = dlib.get_frontal_face_detector()
         self.det_thresh, self.max_side, self.upsample = float(det_thresh), int(max_side), int(upsample)
 
+    def detect_relaxed(self, image_rgb_u8: np.ndarray) -> List[DetectedFace]:
+        keep, self.det_thresh = self.det_thresh, min(self.det_thresh, -0.5)
+        try:
+            return self.detect(image_rgb_u8)
+        finally:
+            self.det_thresh = keep
+
     def _detect(self, img: np.ndarray) -> List[DetectedFace]:
         h, w = img.shape[:2]
         s = 1.0

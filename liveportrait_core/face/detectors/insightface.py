@@ -157,6 +157,13 @@ class InsightFaceDetector(FaceDetector):
             ishape = self.lmk.get_inputs()[0].shape
             self.lmk_size = int(ishape[2]) if isinstance(ishape[2], int) else 192
 
+    def detect_relaxed(self, image_rgb_u8: np.ndarray) -> List[DetectedFace]:
+        keep, self.det_thresh = self.det_thresh, min(self.det_thresh, 0.05)
+        try:
+            return self.detect(image_rgb_u8)
+        finally:
+            self.det_thresh = keep
+
     def _detect(self, img: np.ndarray) -> List[DetectedFace]:
         canvas, det_scale = letterbox(img, self.det_size)
         blob = ((canvas.astype(np.float32) - 127.5) * (1.0 / 128.0)).transpose(2, 0, 1)[None]

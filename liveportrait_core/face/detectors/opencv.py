@@ -55,6 +55,13 @@ class HaarDetector(FaceDetector):
             raise WeightsError(f"OpenCV Haar face detector: cannot read cascade {path}.")
         self.min_neighbors, self.max_side = int(min_neighbors), int(max_side)
 
+    def detect_relaxed(self, image_rgb_u8: np.ndarray) -> List[DetectedFace]:
+        keep, self.min_neighbors = self.min_neighbors, min(self.min_neighbors, 2)
+        try:
+            return self.detect(image_rgb_u8)
+        finally:
+            self.min_neighbors = keep
+
     def _detect(self, img: np.ndarray) -> List[DetectedFace]:
         h, w = img.shape[:2]
         s = 1.0

@@ -74,7 +74,14 @@ class YuNetDetector(FaceDetector):
         except cv2.error as e:
             raise WeightsError(f"YuNet face detector: cannot load {self.path} ({e}). Delete the "
                                f"file so it is fetched again.") from e
-        self.max_side = int(max_side)
+        self.max_side, self.det_thresh = int(max_side), float(det_thresh)
+
+    def detect_relaxed(self, image_rgb_u8: np.ndarray) -> List[DetectedFace]:
+        self._det.setScoreThreshold(min(self.det_thresh, 0.3))
+        try:
+            return self.detect(image_rgb_u8)
+        finally:
+            self._det.setScoreThreshold(self.det_thresh)
 
     def _detect(self, img: np.ndarray) -> List[DetectedFace]:
         h, w = img.shape[:2]
