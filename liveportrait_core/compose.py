@@ -445,6 +445,10 @@ def compose(source: Motion, driving: Motion, mlps=None, options: Optional[Compos
     Returns a KeypointPlan ordered by output frame, then face; fps = the driving fps for an
     image source, the source fps for a video source.
     trace: optional dict filled per face id with intermediates (for tests and debugging).
+    Errors: InputError for bad options / inconsistent motions; MissingRatiosError (both an
+    InputError and a MotionFileError) when eye / lip retargeting (or lip normalisation /
+    source-video eye retargeting) needs open ratios the motions lack — e.g. a template without
+    ratio lists: turn that option off or give target_eye_ratio / target_lip_ratio.
     """
     o = options if options is not None else ComposeOptions()
     o.validate()
