@@ -352,6 +352,12 @@ def test_single_image_with_landmarks_and_none_mode(offline, runner):
     np.testing.assert_array_equal(fn.crops[0].numpy(), crop)
     np.testing.assert_allclose(fn.M_c2o[0].numpy()[0, 0], 0.5, rtol=1e-6)
     assert fn.landmarks.shape == (1, 203, 2)
+    # no detectable face: the face is assumed framed like a source crop; landmarks still come
+    grey = np.full((3, 128, 128, 3), 120, np.uint8)
+    fg = crop_faces(grey, offline, runner, mode="none")
+    assert len(fg) == 3 and fg.landmarks.shape == (3, 203, 2)
+    assert np.isfinite(fg.landmarks.numpy()).all()
+    assert crop_faces(grey, None, None, mode="none").landmarks is None
 
 
 # ------------------------------------------------------------------ YuNet, Haar, factory

@@ -18,7 +18,7 @@ from .crop import (CROP_SIZE, DRIVING, NETWORK_SIZE, SOURCE, CropPreset, as_rgb_
                    network_input, transform_points)
 from .crops import FaceCrops
 from .detectors.base import DetectedFace, FaceDetector
-from .landmarks import DEFAULT_BOX_TO_EXTENT, LandmarkRunner
+from .landmarks import LandmarkRunner
 from .tracking import FaceTrack, select_faces, track_faces
 
 PURPOSES = {"source": SOURCE, "driving": DRIVING}
@@ -74,29 +74,33 @@ def _to_crops(crops, M_c2o, lmk, frame_index, face_id, hw, crop_size, missing, a
         missing_frames=tuple(sorted(set(int(m) for m in missing))))
 
 
-def _crop_none(frames, detector, runner, crop_size, name) -> FaceCrops:
-    """`none` mode: every frame already is a face crop (whole frame → crop_size², 256 bilinear)."""
-    crops, mats, lmks = [], [], []
-    for f in frames:
-        r = full_frame_crop(f, crop_size)
-        crops.append(full_frame_network_input(f))
-        mats.append(r.M_c2o)
-        if runner is not None:
-            lmk = _landmarks_of_face_crop(f, detector, runner)
-            lmks.append(transform_points(lmk, r.M_o2c))
+def _crop_none(frames, detector, runner, crop_size, order, name, progress) -> FaceCrops:
+    """`none` mode: every frame already is a face crop (whole frame → crop_size², 256 bilinear).
+
+    203 landmarks (for the eye/lip ratios), when a runner is given, are tracked like in `detect`
+    mode (reference: "203 points by tracking"); if the detector finds no face in any frame,
+    each frame is assumed to hold a face framed like a source crop (extent = side/2.3, shifted
+    down by 0.125 side) and the runner refines that guess.
+    """
+    results = [full_frame_crop(f, crop_size) for f in frames]
+    lmks = None
+    if runner is not None:
+        tracked = None
+        if detector is not None:
+            try:
+                tracked = track_faces(frames, detector, runner, 0, order, 1, name, progress)[0]
+            except FaceNotFoundError:
+                tracked = None
+        per_frame = (tracked.landmarks if tracked is not None else
+                     [_framed_face_landmarks(f, runner) for f in frames])
+        lmks = [transform_points(p, r.M_o2c) for p, r in zip(per_frame, results)]
     n = len(frames)
-    return _to_crops(crops, mats, lmks if runner is not None else None, range(n), [0] * n,
-                     frames[0].shape[:2], crop_size, (), area=False)
+    return _to_crops([full_frame_network_input(f) for f in frames], [r.M_c2o for r in results],
+                     lmks, range(n), [0] * n, frames[0].shape[:2], crop_size, (), area=False)
 
 
-def _landmarks_of_face_crop(img: np.ndarray, detector: Optional[FaceDetector],
-                            runner: LandmarkRunner) -> np.ndarray:
-    """203 points of the face filling a crop: the largest detection if any, else the face a
-    source-preset crop would hold (extent = side/2.3, shifted down by 0.125 side), refined."""
-    faces = detector.detect(img) if detector is not None else []
-    if faces:
-        face = max(faces, key=lambda f: f.area)
-        return runner.from_face(img, face, getattr(detector, "box_to_extent", DEFAULT_BOX_TO_EXTENT))
+def _framed_face_landmarks(img: np.ndarray, runner: LandmarkRunner) -> np.ndarray:
+    """203 points of a face framed like a source crop (no detection), refined twice."""
     h, w = img.shape[:2]
     side = min(h, w) / SOURCE.scale
     cx, cy = w / 2, h / 2 - SOURCE.vy_ratio * min(h, w)
@@ -129,7 +133,7 @@ def crop_faces(frames, detector: Optional[FaceDetector], landmark_runner: Option
     """
     imgs = _frames_u8(frames, name)
     if mode == "none":
-        return _crop_none(imgs, detector, landmark_runner, crop_size, name)
+        return _crop_none(imgs, detector, landmark_runner, crop_size, order, name, progress)
     if mode != "detect":
         raise InputError(f"crop mode {mode!r}: use 'detect' or 'none'.")
     if detector is None:
