@@ -22,60 +22,12 @@ import numpy as np
 import torch
 
 from .errors import InputError, MotionFileError
-from .motion import NUM_KP, Motion
+from .motion import EXP_SET, EYE_KPS, LIP_ARRAY, LIP_KPS, NUM_KP, Motion, region_mask  # noqa: F401 (re-exported)
 from .smoothing import kalman_smooth
 
 REGIONS = ("all", "exp", "pose", "lip", "eyes")
 DRIVING_OPTIONS = ("expression-friendly", "pose-friendly")
 LENGTH_POLICIES = ("cut", "loop", "ping-pong", "hold")
-
-EYE_KPS = [11, 13, 15, 16, 18]
-LIP_KPS = [6, 12, 14, 17, 19, 20]
-
-# Reference "neutral closed lips" expression (float64, (1,21,3)) subtracted for driving images.
-LIP_ARRAY = torch.tensor([
-    -9.4524e-05, 0.00024222, -4.009739999999999e-05, 0.000208596, 0.000468054, 1.2746399999999999e-05,
-    -0.000124602, 0.00032497200000000003, 4.425e-06, 0.000119652, -0.000456624, 5.40852e-05,
-    -0.000265254, -7.459799999999999e-05, -1.5527999999999998e-05, -3.3488399999999996e-05,
-    -0.000183036, -3.4940399999999998e-06, -4.7542799999999996e-07, -4.5246599999999997e-07,
-    1.59498e-06, -0.000541296, 0.0026328000000000002, 7.2485999999999995e-06, -1.1694e-05,
-    5.00502e-06, 9.9888e-06, 8.028599999999999e-07, 5.1913199999999995e-06, -0.00040934399999999996,
-    0.000166878, -1.9815000000000003e-05, -8.854799999999999e-05, -1.51536e-05, 8.2506e-05,
-    5.94012e-06, -2.61054e-07, 2.7591e-06, 2.21028e-06, -6.6282e-05, -6.828599999999999e-05,
-    -3.4531799999999997e-06, -0.00083262, -0.00179592, -2.59176e-06, 6.9714e-06, 3.65514e-05,
-    -1.8977999999999999e-06, -4.808759999999999e-06, 7.1148e-06, -1.03236e-05, -0.0006368400000000001,
-    -0.0011661, 5.62314e-05, 0.00028329, -1.4565599999999998e-05, 1.09746e-05, -4.16022e-06,
-    -0.0150906, -0.0025494, 0.000222474, 0.00562788, 0.0027264599999999996,
-], dtype=torch.float64).reshape(1, NUM_KP, 3)
-
-
-def _exp_set_mask() -> torch.Tensor:
-    """[21,3] bool: expression components replaced in absolute mode (regions all/exp) and
-    always for video sources (§9.3 EXP-SET)."""
-    m = torch.zeros(NUM_KP, 3, dtype=torch.bool)
-    m[[1, 2, 6, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]] = True
-    m[3:5, 1] = True
-    m[5, 2] = True
-    m[8, 2] = True
-    m[9, 1:] = True
-    return m
-
-
-EXP_SET = _exp_set_mask()
-
-
-def _region_mask(region: str, every_kp: bool) -> Optional[torch.Tensor]:
-    """[21,3] bool: the δ components taken from the composed expression (None: keep δ_s).
-    Regions all/exp use all 21 keypoints for an image source in relative mode (every_kp),
-    else the EXP-SET; lip / eyes use their keypoint sets."""
-    if region == "pose":
-        return None
-    if region in ("lip", "eyes"):
-        m = torch.zeros(NUM_KP, 3, dtype=torch.bool)
-        m[LIP_KPS if region == "lip" else EYE_KPS] = True
-        return m
-    return torch.ones(NUM_KP, 3, dtype=torch.bool) if every_kp else EXP_SET
-
 
 class MissingRatiosError(InputError, MotionFileError):
     """Eye / lip retargeting asked for, but the needed open ratios are unknown."""
@@ -325,7 +277,7 @@ def _compose_sequence(src: Motion, drv: Motion, d0: Motion, drv_idx: torch.Tenso
         t_new = t_d if (not rel and pose_region) else t_s
         new_exp = E
 
-    mask = _region_mask(region, every_kp=rel and not src_video)
+    mask = region_mask(region, every_kp=rel and not src_video)
     delta = exp_s if mask is None else torch.where(mask, new_exp, exp_s)
     t_new = t_new.clone()
     t_new[:, 2] = 0
