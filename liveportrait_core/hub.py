@@ -16,7 +16,7 @@ from typing import Callable
 
 from .errors import WeightsError
 from .models import BASE_NETWORKS
-from .weights import LANDMARK_FILE, STITCHING_FILE, locate_weights
+from .weights import LANDMARK_FILE, STITCHING_FILE, _short, locate_weights
 
 log = logging.getLogger("liveportrait")
 
@@ -115,9 +115,8 @@ def download_models(folder: str, layout: str = "safetensors", progress: bool = T
             callback(len(todo), len(todo), "")
     except Exception as e:  # offline, HTTP error, disk full, …: one actionable message
         left = [f for f in todo if f not in done]
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"Could not download LivePortrait weights from huggingface.co/{repo} "
-                           f"({type(e).__name__}: {reason[:200]}). "
+                           f"({type(e).__name__}: {_short(e)}). "
                            + _manual_instructions(repo, left, folder)) from None
     finally:
         if not progress and not was_disabled:

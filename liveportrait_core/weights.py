@@ -142,6 +142,7 @@ def locate_weights(path: str) -> WeightFiles:
 
 def _short(e: BaseException) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = msg.split(". ")[0]  # first sentence: the cause, not the library's advice
     return msg if len(msg) < 200 else msg[:197] + "..."
 
 
