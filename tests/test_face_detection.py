@@ -166,6 +166,38 @@ def test_landmark_runner_matches_reference(lr, runner):
     np.testing.assert_allclose(lip, lr["lip_ratio"], rtol=1e-5)
 
 
+class Given106(FaceDetector):
+    """Stands for insightface: one face with the fixture's 106 points."""
+
+    name = "given106"
+
+    def __init__(self, lmk106):
+        self.lmk106 = lmk106
+
+    def _detect(self, img):
+        box = np.concatenate([self.lmk106.min(0), self.lmk106.max(0)])
+        return [DetectedFace(box, 0.9, None, self.lmk106)]
+
+
+def test_reference_source_paths(runner):
+    """Image source: crop guided by the 106 points, 203 points for the ratios (crop.npz);
+    video source: crops guided by the tracked 203 points (crop203_M_o2c)."""
+    full = parity_file("crop.npz")
+    d = np.load(full or compact_file("face_crop.npz"))
+    img, lmk106 = d["image_u8"], d["lmk106"]
+    fc = crop_faces(img, Given106(lmk106), runner)
+    np.testing.assert_allclose(fc.M_c2o[0].numpy(), d["crop106_M_c2o"], rtol=1e-5, atol=1e-4)
+    ours = fc.crops[0].numpy() if full else fc.crops[0].numpy()[::2, ::2]
+    assert (ours == d["crop106_img256_u8"]).mean() >= 0.999
+    lmk203 = runner.run(img, lmk106)
+    want = lmk203 @ d["crop106_M_o2c"][:2, :2].T + d["crop106_M_o2c"][:2, 2]
+    np.testing.assert_allclose(fc.landmarks[0].numpy(), want, atol=1e-3)
+    fv = crop_faces(np.stack([img, img]), Given106(lmk106), runner, detect_every=0)
+    M_o2c0 = np.linalg.inv(fv.M_c2o[0].numpy().astype(np.float64))
+    np.testing.assert_allclose(M_o2c0, d["crop203_M_o2c"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(fv.landmarks[0].numpy(), d["crop203_pt_crop"], atol=1e-2)
+
+
 def test_landmark_runner_feeds_rgb_over_255(tmp_path, lr):
     p = landmark203_standin(str(tmp_path / "landmark.onnx"), lr["lmkrun_raw"], probe=True)
     r = LandmarkRunner(p, cpu_threads=1)
@@ -319,7 +351,6 @@ def test_video_first_frames_without_face_and_driving_box():
     assert fc.missing_frames == (0, 1) and len(fc) == 4
     M = fc.M_c2o.numpy()
     assert np.abs(M - M[0]).max() == 0 and M[0, 0, 1] == 0  # one unrotated global box
-    b = np.array(BOXES[1], np.float32)
     np.testing.assert_allclose(M[0, 0, 0] * 512, 2.2 * 80, rtol=1e-5)
     np.testing.assert_allclose(_centre(fc, 0), [140, 60 - 0.1 * 2.2 * 80], atol=0.5)
 

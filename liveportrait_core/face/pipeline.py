@@ -6,7 +6,7 @@ and robustness to frames without a face.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Union
 
 import cv2
 import numpy as np
@@ -15,11 +15,11 @@ import torch
 from ..errors import FaceNotFoundError, InputError
 from .crop import (CROP_SIZE, DRIVING, NETWORK_SIZE, SOURCE, CropPreset, as_rgb_u8, crop_driving_video,
                    crop_image, crop_video, full_frame_crop, full_frame_network_input, invert,
-                   network_input, transform_points)
+                   transform_points)
 from .crops import FaceCrops
 from .detectors.base import DetectedFace, FaceDetector
 from .landmarks import LandmarkRunner
-from .tracking import FaceTrack, select_faces, track_faces
+from .tracking import FaceTrack, track_faces
 
 PURPOSES = {"source": SOURCE, "driving": DRIVING}
 
