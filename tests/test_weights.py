@@ -459,3 +459,24 @@ def test_importing_the_core_does_not_import_huggingface_hub():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_DIR, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_download_animal_sets(monkeypatch, weights_st, weights_pth, tmp_path):
+    folder = str(tmp_path / "st")
+    calls = _fake_hub(monkeypatch, weights_st)
+    hub.download_models(folder, animal=True, progress=False)
+    names = [c[1] for c in calls]
+    assert names[:4] == [f"animal/{n}.safetensors" for n in BASE_NETWORKS]
+    assert "stitching_retargeting_module.safetensors" in names  # animals use the human file
+    assert hub.missing_files(folder, animal=True) == []
+    f = locate_weights(os.path.join(folder, "animal"))
+    assert f.variant == "animal" and f.stitching == os.path.join(folder, "stitching_retargeting_module.safetensors")
+    folder = str(tmp_path / "pth")
+    calls = _fake_hub(monkeypatch, weights_pth)
+    hub.download_models(folder, layout="pth", animal=True)
+    assert {c[0] for c in calls} == {"KwaiVGI/LivePortrait"}
+    assert hub.missing_files(folder, animal=True) == []
+    f = locate_weights(os.path.join(folder, "liveportrait_animals"))
+    assert f.base_dir.endswith(os.path.join("liveportrait_animals", "base_models_v1.1"))
+    assert f.stitching.endswith(os.path.join("liveportrait", "retargeting_models",
+                                             "stitching_retargeting_module.pth"))
