@@ -147,6 +147,26 @@ def test_2d106det_decoding(tmp_path, inside):
     np.testing.assert_allclose(got, want, atol=1e-3)
 
 
+def test_insightface_through_crop_faces(tmp_path, runner):
+    """det_10g + 2d106det stand-ins → crop_faces: the source crop is the 106-guided crop."""
+    folder = tmp_path / "buffalo_l"
+    folder.mkdir()
+    box = np.array([200, 100, 300, 220], np.float32)
+    det10g_standin(str(folder / "det_10g.onnx"),
+                   [(16, _anchor(16, 16, 10), 0.9, _encode(box * 0.8, 16, 16, 10), np.zeros(10))])
+    p_norm = np.random.default_rng(1).uniform(-0.5, 0.5, (106, 2)).astype(np.float32)
+    lmk106_standin(str(folder / "2d106det.onnx"), p_norm)
+    det = make_detector("insightface", str(folder))
+    img = np.random.default_rng(2).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    face = det.detect(img)[0]
+    np.testing.assert_allclose(face.box, box, atol=1e-3)
+    fc = crop_faces(img, det, runner)
+    want = crop_image(img, face.points106, 512, 2.3, 0.0, -0.125)
+    np.testing.assert_array_equal(fc.M_c2o[0].numpy(), want.M_c2o)
+    np.testing.assert_array_equal(fc.crops[0].numpy(), cv2.resize(want.crop, (256, 256),
+                                                                  interpolation=cv2.INTER_AREA))
+
+
 # ------------------------------------------------------------------ 203-point runner
 
 def test_landmark_runner_matches_reference(lr, runner):

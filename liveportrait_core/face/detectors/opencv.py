@@ -38,12 +38,14 @@ class HaarDetector(FaceDetector):
     min_neighbors: detections needed to accept a face (higher = fewer false positives).
     max_side: shrink the image to this longer side first (speed), 0 = never.
     cascade: path of a cascade XML (default: OpenCV's bundled frontal-face cascade).
+    det_thresh: accepted for a uniform interface and ignored (the cascade has no score).
     """
 
     name = "opencv-haar"
     box_to_extent = (0.1, 0.16, -0.1, 0.04)
 
-    def __init__(self, min_neighbors: int = 5, max_side: int = 800, cascade: Optional[str] = None):
+    def __init__(self, min_neighbors: int = 5, max_side: int = 800, cascade: Optional[str] = None,
+                 det_thresh: Optional[float] = None):
         path = haar_cascade_path(cascade)
         if not hasattr(cv2, "CascadeClassifier") or path is None:
             raise WeightsError(
