@@ -218,6 +218,40 @@ def test_reference_source_paths(runner):
     np.testing.assert_allclose(fv.landmarks[0].numpy(), d["crop203_pt_crop"], atol=1e-2)
 
 
+class Replay:
+    """A landmark runner that replays given per-frame 203 points (frame 0, 1, 2, …)."""
+
+    def __init__(self, lmks):
+        self.lmks, self.calls = lmks, 0
+
+    def from_face(self, image, face, box_to_extent=None, refine=1):
+        self.calls = 1
+        return self.lmks[0]
+
+    def run(self, image, guide):
+        self.calls += 1
+        return self.lmks[self.calls - 1]
+
+
+def test_reference_driving_auto_crop():
+    """purpose='driving': one global unrotated box (crop.npz drvcrop_*), 256 by bilinear."""
+    full = parity_file("crop.npz")
+    d = np.load(full or compact_file("face_crop.npz"))
+    frames = d["drvcrop_frames_u8"] if full else np.stack([d["image_u8"]] * 3)
+    lmk = d["drvcrop_lmk203"]
+    fc = crop_faces(frames, Given106(d["lmk106"]), Replay(lmk), purpose="driving", detect_every=0)
+    assert len(fc) == 3
+    M_o2c = np.linalg.inv(fc.M_c2o[0].numpy().astype(np.float64))
+    x0, y0, x1, y1 = d["drvcrop_global_bbox"]
+    np.testing.assert_allclose(M_o2c[0, 0], 512 / (x1 - x0), rtol=1e-5)
+    np.testing.assert_allclose(M_o2c[:2, 2], [256 - M_o2c[0, 0] * (x0 + x1) / 2,
+                                              256 - M_o2c[0, 0] * (y0 + y1) / 2], atol=1e-3)
+    np.testing.assert_allclose(fc.landmarks.numpy(), d["drvcrop_lmk_crop"], atol=1e-3)
+    if full:
+        want = cv2.resize(d["drvcrop_frame0_crop_u8"], (256, 256))
+        assert (fc.crops[0].numpy() == want).mean() >= 0.999
+
+
 def test_landmark_runner_feeds_rgb_over_255(tmp_path, lr):
     p = landmark203_standin(str(tmp_path / "landmark.onnx"), lr["lmkrun_raw"], probe=True)
     r = LandmarkRunner(p, cpu_threads=1)
