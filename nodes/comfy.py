@@ -192,3 +192,9 @@ def _preview(image: torch.Tensor):
         return None
     frame = image[-1, ..., :3].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
     return ("JPEG", Image.fromarray(frame), 512)
+
+
+def onnx_device() -> str:
+    """Device string for onnxruntime sessions: 'cuda:N' when ComfyUI computes on CUDA, else 'cpu'."""
+    d = compute_device()
+    return f"cuda:{d.index or 0}" if d.type == "cuda" else "cpu"

@@ -1,6 +1,9 @@
 """Face nodes: crop faces (IMAGE → LP_FACES + 256² crops) and paste animated crops back."""
 from __future__ import annotations
 
+import hashlib
+import os
+
 import numpy as np
 import torch
 
@@ -51,9 +54,10 @@ class LivePortraitCropFace(io.ComfyNode):
                                tooltip="How faces are ordered for face_index."),
                 io.Boolean.Input("rotate", default=True,
                                  tooltip="Rotate the crop to cancel head roll (reference behaviour)."),
-                io.Float.Input("smoothing", default=0.0, min=0.0, max=1.0, step=0.05,
-                               tooltip="Video only: smooth the crop boxes over time against jitter "
-                                       "(0 = reference behaviour, no smoothing)."),
+                io.Float.Input("smoothing", default=0.0, min=0.0, max=20.0, step=0.5,
+                               tooltip="Video sources: smooth the crop boxes over time against jitter, as a "
+                                       "Gaussian sigma in frames (0 = reference behaviour, no smoothing). Driving "
+                                       "videos use one box for the whole clip anyway."),
             ],
             outputs=[
                 LPFaces.Output(display_name="faces",
@@ -71,18 +75,84 @@ class LivePortraitCropFace(io.ComfyNode):
         from ..liveportrait_core.face.pipeline import crop_faces
 
         frames = image_to_u8(image, "image")
-        if purpose != "none" and detector is None and face_landmarks is None:
+        if face_landmarks is not None:
+            detector = MediaPipeFaces(face_landmarks, frames)
+        if purpose != "none" and detector is None:
             raise InputError("LivePortraitCropFace: connect a 'detector' (LivePortrait Face Detector) or "
                              "'face_landmarks' (MediaPipe Face Landmarker), or set purpose to 'none' when the "
                              "frames already are face crops.")
+        custom = purpose == "custom"
         prog = C.Progress(frames.shape[0], cls.hidden.unique_id)
         faces = crop_faces(
-            frames, detector=detector, landmark_path=models.landmark_path,
-            preset=purpose, scale=scale, vx_ratio=vx_ratio, vy_ratio=vy_ratio,
-            face_index=None if face_index < 0 else face_index, order=face_order, rotate=rotate,
-            smoothing=smoothing, face_landmarks=face_landmarks,
+            frames, detector, landmark_runner(models),
+            purpose="source" if purpose in ("custom", "none") else purpose,
+            scale=scale if custom else None, vx=vx_ratio if custom else None, vy=vy_ratio if custom else None,
+            face_index="all" if face_index < 0 else face_index, order=face_order, rotate=rotate,
+            smooth=smoothing, mode="none" if purpose == "none" else "detect", name="image",
             progress=lambda d, t: prog.update(d - prog.done))
         return io.NodeOutput(faces, u8_to_image(faces.crops))
+
+
+# ONNX sessions of landmark.onnx, keyed by (file, mtime, device); created on first use only.
+_LANDMARK_RUNNERS: dict = {}
+
+
+def landmark_runner(models):
+    """The 203-point landmark runner of the weights' landmark.onnx (None when there is none)."""
+    path = getattr(models, "landmark_path", None)
+    if not path:
+        return None
+    from ..liveportrait_core.face.landmarks import LandmarkRunner
+
+    device = C.onnx_device()
+    key = (os.path.realpath(path), os.path.getmtime(path), device)
+    if key not in _LANDMARK_RUNNERS:
+        _LANDMARK_RUNNERS.clear()
+        _LANDMARK_RUNNERS[key] = LandmarkRunner(path, device=device)
+    return _LANDMARK_RUNNERS[key]
+
+
+class MediaPipeFaces:
+    """A FaceDetector view of ComfyUI core FACE_LANDMARKS (MediaPipe Face Landmarker output).
+
+    FACE_LANDMARKS = {"frames": [[face_dict, …] per frame], "image_size": (H, W), …}; each
+    face_dict has bbox_xyxy, score and landmarks_xy (478 MediaPipe points). Frames are found by
+    their pixels (the detector is called with the same frames), so no frame order is assumed.
+    """
+
+    name = "mediapipe"
+    # MediaPipe face-mesh indices: eye corners (image-left eye, image-right eye), nose tip, mouth corners
+    _EYE_L, _EYE_R, _NOSE, _MOUTH = (33, 133), (362, 263), 1, (61, 291)
+
+    def __init__(self, face_landmarks: dict, frames: np.ndarray):
+        from ..liveportrait_core.errors import InputError
+
+        per_frame = face_landmarks.get("frames") if isinstance(face_landmarks, dict) else None
+        if per_frame is None or len(per_frame) != frames.shape[0]:
+            n = "?" if per_frame is None else len(per_frame)
+            raise InputError(f"LivePortraitCropFace: face_landmarks has {n} frames but image has {frames.shape[0]}; "
+                             "run the MediaPipe Face Landmarker on the same IMAGE.")
+        h, w = frames.shape[1:3]
+        self._by_frame = {hashlib.blake2b(f.tobytes(), digest_size=16).digest(): [self._face(d, w, h) for d in faces]
+                          for f, faces in zip(frames, per_frame)}
+
+    @classmethod
+    def _face(cls, d: dict, w: int, h: int):
+        from ..liveportrait_core.face.detectors import DetectedFace
+
+        pts = np.asarray(d["landmarks_xy"], np.float32).reshape(-1, 2)
+        if pts.size and float(np.abs(pts).max()) <= 1.5:  # normalised coordinates
+            pts = pts * np.array([w, h], np.float32)
+        box = np.asarray(d.get("bbox_xyxy", [*pts.min(0), *pts.max(0)]), np.float32).reshape(4)
+        points5 = None
+        if pts.shape[0] >= 292:
+            points5 = np.stack([pts[list(cls._EYE_L)].mean(0), pts[list(cls._EYE_R)].mean(0), pts[cls._NOSE],
+                                pts[cls._MOUTH[0]], pts[cls._MOUTH[1]]]).astype(np.float32)
+        return DetectedFace(box=box, score=float(d.get("score", 1.0)), points5=points5)
+
+    def detect(self, image_rgb_u8: np.ndarray, name: str = "image"):
+        key = hashlib.blake2b(np.ascontiguousarray(image_rgb_u8).tobytes(), digest_size=16).digest()
+        return list(self._by_frame.get(key, []))
 
 
 def paste_plan(faces, n_crops: int, keypoints=None) -> tuple[np.ndarray, np.ndarray]:
@@ -165,20 +235,10 @@ class LivePortraitPasteBack(io.ComfyNode):
         n_out = int(out_frame.max()) + 1
         first = np.array([np.flatnonzero(out_frame == o)[0] for o in range(n_out)])
         out = frames[frame_idx[src[first]]]          # each output frame starts as its source frame
-        masks = np.zeros(out.shape[:3], np.float32)
         M = faces.M_c2o.detach().cpu().numpy() if isinstance(faces.M_c2o, torch.Tensor) else np.asarray(faces.M_c2o)
         user = None if mask is None else mask_batch(mask, (faces.crop_size, faces.crop_size), n)
-        # k-th face of every output frame, pasted in one batch; several faces are pasted in turn
-        slot = np.zeros(n, np.int64)
-        for o in range(n_out):
-            idx = np.flatnonzero(out_frame == o)
-            slot[idx] = np.arange(idx.size)
-        for k in range(int(slot.max()) + 1):
-            C.check_interrupt()
-            sel = np.flatnonzero(slot == k)
-            m_sel = None if user is None else (user if user.shape[0] == 1 else user[sel])
-            pasted, mk = paste_back(out[out_frame[sel]], crops_u8[sel], M[src[sel]], mask=m_sel, feather=feather,
-                                    color_match=color_match, crop_size=faces.crop_size)
-            out[out_frame[sel]] = pasted
-            masks[out_frame[sel]] = np.maximum(masks[out_frame[sel]], mk)
+        C.check_interrupt()
+        # several faces of one output frame are pasted one after the other into it
+        out, masks = paste_back(out, crops_u8, M[src], mask=user, feather=feather, color_match=color_match,
+                                crop_size=faces.crop_size, into=out_frame)
         return io.NodeOutput(u8_to_image(out), torch.from_numpy(masks).to(C.intermediate_device()))

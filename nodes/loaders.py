@@ -137,15 +137,43 @@ class LoadLivePortraitModels(io.ComfyNode):
         return io.NodeOutput(models)
 
 
-DETECTOR_BACKENDS = ["opencv", "insightface", "yunet"]
+DETECTOR_BACKENDS = ["offline", "insightface", "yunet"]
 _BACKEND_HELP = (
-    "opencv: OpenCV's bundled face cascade — no download, works offline, coarser boxes "
-    "(Apache-2.0/BSD, free for any use). "
-    "insightface: buffalo_l det_10g + 2d106det (the reference's choice, best boxes) from "
-    "models/insightface/models/buffalo_l or models/insightface/buffalo_l — its models are licensed "
-    "for NON-COMMERCIAL research use only. "
-    "yunet: OpenCV Zoo YuNet ONNX detector (MIT licence, commercial use fine), downloaded on first use."
+    "offline: no download, works offline — dlib's HOG detector when dlib is installed, else OpenCV's "
+    "bundled Haar cascade (coarser boxes; BSD/Apache licences, free for any use). "
+    "insightface: buffalo_l det_10g + 2d106det, the reference's choice and the best boxes, from "
+    "models/insightface/models/buffalo_l or models/insightface/buffalo_l — the InsightFace models are "
+    "licensed for NON-COMMERCIAL research use only. "
+    "yunet: OpenCV Zoo's YuNet ONNX detector (MIT licence, commercial use fine), downloaded into "
+    "models/liveportrait on first use."
 )
+_DEFAULT_THRESHOLDS = {"insightface": 0.15, "yunet": 0.6, "offline": 0.2}
+
+
+def _buffalo_l_folder() -> str:
+    """First insightface folder holding buffalo_l's det_10g.onnx (the layouts other packs use)."""
+    from ..liveportrait_core.errors import WeightsError
+
+    tried = []
+    for d in C.insightface_dirs():
+        for sub in (os.path.join("models", "buffalo_l"), "buffalo_l", ""):
+            folder = os.path.normpath(os.path.join(d, sub))
+            tried.append(folder)
+            if os.path.isfile(os.path.join(folder, "det_10g.onnx")):
+                return folder
+    raise WeightsError(
+        "LivePortraitLoadFaceDetector: InsightFace buffalo_l (det_10g.onnx, 2d106det.onnx) not found in "
+        + "; ".join(tried) + ". Put the two files in models/insightface/models/buffalo_l/, or choose the "
+        "'offline' or 'yunet' backend. The InsightFace models are for non-commercial use only.")
+
+
+def _yunet_folder() -> str:
+    for d in C.liveportrait_dirs():
+        for sub in ("", "yunet", "facedetection"):
+            if os.path.isdir(os.path.join(d, sub)) and any(
+                    f.startswith("face_detection_yunet") and f.endswith(".onnx") for f in os.listdir(os.path.join(d, sub))):
+                return os.path.join(d, sub)
+    return C.liveportrait_default_dir()
 
 
 class LivePortraitLoadFaceDetector(io.ComfyNode):
@@ -160,13 +188,14 @@ class LivePortraitLoadFaceDetector(io.ComfyNode):
                 "landmark model of the LivePortrait weights then refines every face. Mind the "
                 "licence of each backend (see the backend tooltip)."),
             inputs=[
-                io.Combo.Input("backend", options=DETECTOR_BACKENDS, default="opencv", tooltip=_BACKEND_HELP),
-                io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
-                               tooltip="Detection score threshold (insightface/yunet); lower finds more, "
-                                       "smaller or partly hidden faces. The reference uses 0.5 for insightface."),
-                io.Int.Input("max_side", default=640, min=128, max=2048, step=32,
-                             tooltip="Frames are scaled to at most this side for detection (speed); "
-                                     "boxes are mapped back to full resolution."),
+                io.Combo.Input("backend", options=DETECTOR_BACKENDS, default="offline", tooltip=_BACKEND_HELP),
+                io.Float.Input("threshold", default=-1.0, min=-1.0, max=1.0, step=0.01,
+                               tooltip="Detection score threshold; lower finds more (smaller, partly hidden) faces. "
+                                       "-1 = the backend's default (insightface 0.15 as the reference, yunet 0.6, "
+                                       "dlib 0.2; OpenCV's cascade has none)."),
+                io.Int.Input("max_side", default=640, min=128, max=4096, step=32,
+                             tooltip="offline/yunet: frames are scaled to at most this side for detection (speed); "
+                                     "boxes are mapped back to full resolution. insightface always uses 512."),
             ],
             outputs=[LPFaceDetector.Output(display_name="detector",
                                            tooltip="The face detector (LP_FACE_DETECTOR) for LivePortrait Crop Face.")],
@@ -176,5 +205,14 @@ class LivePortraitLoadFaceDetector(io.ComfyNode):
     def execute(cls, backend: str, threshold: float, max_side: int) -> io.NodeOutput:
         from ..liveportrait_core.face.detectors import make_detector
 
-        return io.NodeOutput(make_detector(backend, threshold=threshold, max_side=max_side,
-                                           model_dirs=C.insightface_dirs()))
+        thresh = _DEFAULT_THRESHOLDS.get(backend, 0.5) if threshold < 0 else threshold
+        if backend == "insightface":
+            det = make_detector("insightface", _buffalo_l_folder(), det_thresh=thresh, device=C.onnx_device())
+        elif backend == "yunet":
+            det = make_detector("yunet", _yunet_folder(), det_thresh=thresh, max_side=max_side)
+        else:
+            from ..liveportrait_core.face.detectors.dlib_hog import dlib_available
+
+            opts = {"det_thresh": thresh} if dlib_available() else {}
+            det = make_detector("offline", max_side=max_side, **opts)
+        return io.NodeOutput(det)

@@ -7,7 +7,7 @@ from . import comfy as C
 from .comfy import io, ui
 from .types import CATEGORY, LPFaces, LPKeypoints, LPModels, LPMotion
 
-TEMPLATE_EXTS = (".pkl", ".lpmotion", ".safetensors")
+TEMPLATE_EXTS = (".pkl", ".lpmotion.safetensors")
 
 
 def _cancel() -> bool:
@@ -69,12 +69,12 @@ class LivePortraitLoadMotion(io.ComfyNode):
             display_name="LivePortrait Load Motion",
             category=CATEGORY,
             description=("Loads a motion template from ComfyUI's input folder: the reference tool's .pkl "
-                         "templates (read safely: arrays only, no code runs) or this pack's own .lpmotion "
-                         "files. Use it as the driving motion instead of a driving video."),
+                         "templates (read safely: arrays only, no code runs) or this pack's own "
+                         ".lpmotion.safetensors files. Use it as the driving motion instead of a driving video."),
             inputs=[
                 io.Combo.Input("template", options=template_files(),
                                tooltip="Template file in ComfyUI/input (.pkl from the reference tool, or "
-                                       ".lpmotion saved by LivePortrait Save Motion). Press Refresh after adding files."),
+                                       ".lpmotion.safetensors saved by LivePortrait Save Motion). Press Refresh after adding files."),
             ],
             outputs=[LPMotion.Output(display_name="motion", tooltip="The template's motion (LP_MOTION).")],
         )
@@ -98,7 +98,7 @@ class LivePortraitLoadMotion(io.ComfyNode):
 
 
 class LivePortraitSaveMotion(io.ComfyNode):
-    FORMATS = {"lpmotion": ".lpmotion", "pkl": ".pkl"}
+    FORMATS = {"lpmotion": ".lpmotion.safetensors", "pkl": ".pkl"}
 
     @classmethod
     def define_schema(cls) -> io.Schema:
