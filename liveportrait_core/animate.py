@@ -1,0 +1,285 @@
+"""File-level pipeline behind the CLI: files in → crops → motion → keypoints → frames → file out.
+
+`animate_files` reads a source (image / video / image folder) and a driving input (video,
+image, image folder or motion template), crops faces (or takes the inputs as face crops),
+extracts motion, composes, renders in batches and streams the frames (pasted back into the
+source, or the raw 512² crops) into an mp4 or an image. `extract_motion_file` writes a driving
+input's motion as a template. Both raise `LivePortraitError` subclasses for every bad input.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+from . import video as vio
+from .compose import ComposeOptions, compose
+from .errors import InputError, MotionFileError, VideoError
+from .extract import extract_motion
+from .face.crops import FaceCrops
+from .render import Animator
+
+TEMPLATE_EXTS = (".pkl", ".pickle", ".safetensors")
+NOTE = Callable[[str], None]
+STREAM_CHUNK = 64  # driving frames decoded + extracted at a time when they need no global crop box
+
+
+@dataclass
+class FaceOptions:
+    """How faces are found. crop=False: inputs already are face crops (resized to 256)."""
+
+    crop: bool = True
+    detector: str = "offline"
+    detector_dir: Optional[str] = None
+    crop_driving: Optional[bool] = None  # None: only when the driving video is not square
+    scale: float = 2.3
+    vy: float = -0.125
+    paste_back: bool = True
+    source_max_dim: int = 1280
+
+
+@dataclass
+class RunOptions:
+    precision: str = "exact"
+    batch_size: int = 4
+    device: str = "cpu"
+    keep_audio: bool = True
+    max_frames: Optional[int] = None
+    compose: ComposeOptions = field(default_factory=ComposeOptions)
+    faces: FaceOptions = field(default_factory=FaceOptions)
+
+
+def input_kind(path: str, what: str) -> str:
+    """'image', 'video' or 'template' for an input path (VideoError / InputError otherwise)."""
+    if not os.path.exists(path):
+        raise VideoError(f"{what} not found: '{path}'. Check the path.")
+    low = path.lower()
+    if os.path.isdir(path):
+        return "video"
+    if low.endswith(TEMPLATE_EXTS):
+        return "template"
+    if low.endswith(vio.IMAGE_EXTS):
+        return "image"
+    if low.endswith(vio.VIDEO_EXTS):
+        return "video"
+    raise InputError(
+        f"{what} '{path}': unknown file type. Use an image ({', '.join(vio.IMAGE_EXTS)}), a video "
+        f"({', '.join(vio.VIDEO_EXTS)}), a folder of images, or a motion template (.pkl, .lpmotion.safetensors).")
+
+
+class FaceTools:
+    """Detector + 203-point landmark runner, built once per run (lazily)."""
+
+    def __init__(self, models, faces: FaceOptions, note: NOTE):
+        self.faces, self.note = faces, note
+        self._detector, self._runner, self._runner_done = None, None, False
+        self.models = models
+
+    @property
+    def runner(self):
+        if not self._runner_done:
+            self._runner_done = True
+            path = getattr(self.models, "landmark_path", None)
+            if path:
+                from .face.landmarks import LandmarkRunner
+
+                self._runner = LandmarkRunner(path, device="cpu")
+            else:
+                self.note("landmark.onnx not found in the weights folder: "
+                          + ("faces are placed by the detector alone and " if self.faces.crop else "")
+                          + "eye/lip open ratios are unknown (eye/lip retargeting and lip "
+                          "normalisation are unavailable).")
+        return self._runner
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from .face.detectors import make_detector
+
+            self._detector = make_detector(self.faces.detector, self.faces.detector_dir)
+        return self._detector
+
+
+def _crop_source(frames: np.ndarray, tools: FaceTools, faces: FaceOptions) -> FaceCrops:
+    from .face.pipeline import crop_faces
+
+    if not faces.crop:
+        return crop_faces(frames, None, tools.runner, mode="none", name="source")
+    return crop_faces(frames, tools.detector, tools.runner, purpose="source", scale=faces.scale,
+                      vy=faces.vy, name="source")
+
+
+def _driving_crops(frames: np.ndarray, tools: FaceTools, faces: FaceOptions, crop: bool) -> FaceCrops:
+    from .face.pipeline import crop_faces
+
+    if crop:
+        return crop_faces(frames, tools.detector, tools.runner, purpose="driving", name="driving")
+    return crop_faces(frames, None, tools.runner, mode="none", name="driving")
+
+
+def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptions, note: NOTE,
+                   progress=None):
+    """Motion of the driving input (template, image, video or image folder)."""
+    from .motion import Motion
+    from .templates import load_motion
+
+    if kind == "template":
+        m = load_motion(path)
+        if run.max_frames is not None and len(m) > run.max_frames:
+            m = m.select(torch.arange(run.max_frames))
+        return m
+    info = vio.probe(path)
+    square = info.size[0] == info.size[1]
+    crop = run.faces.crop and (run.faces.crop_driving if run.faces.crop_driving is not None else not square)
+    if not run.faces.crop and not square:
+        note(f"driving frames are {info.size[0]}x{info.size[1]} and get squeezed to 256x256 (--no-crop).")
+    fps = info.fps if kind == "video" else vio.DEFAULT_FPS
+    if crop:  # the driving crop box is the mean over all frames: needs every frame
+        frames, _ = vio.read_frames(path, run.max_frames)
+        return extract_motion(models, _driving_crops(frames, tools, run.faces, True), fps, run.batch_size)
+    parts: List[Motion] = []
+    buf: List[np.ndarray] = []
+    for f in vio.iter_frames(path, run.max_frames):
+        buf.append(f)
+        if len(buf) == STREAM_CHUNK:
+            parts.append(extract_motion(models, _driving_crops(np.stack(buf), tools, run.faces, False), fps, run.batch_size))
+            buf = []
+            if progress is not None:
+                progress(len(parts) * STREAM_CHUNK)
+    if buf:
+        parts.append(extract_motion(models, _driving_crops(np.stack(buf), tools, run.faces, False), fps, run.batch_size))
+    m = parts[0] if len(parts) == 1 else Motion.concat(parts)
+    m.frame_index = torch.arange(len(m))
+    return m
+
+
+def read_source(path: str, kind: str, run: RunOptions) -> tuple:
+    """Source frames [F,H,W,3] uint8 (images shrunk to source_max_dim, even sizes) and fps."""
+    from .face.crop import resize_to_limit
+
+    if kind == "template":
+        raise InputError(f"source '{path}' is a motion template; the source must be an image, a video or a folder of images.")
+    if kind == "image":
+        img = vio.read_image(path)
+        if run.faces.crop:
+            img = resize_to_limit(img, run.faces.source_max_dim, 2)
+        return img[None], vio.DEFAULT_FPS
+    frames, fps = vio.read_frames(path, run.max_frames)
+    return frames, fps
+
+
+def load_models_for(weights: str, device: str):
+    from .weights import load_models
+
+    dev = resolve_device(device)
+    return load_models(weights, device=dev)
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    d = (device or "auto").lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(d)
+    except RuntimeError:
+        raise InputError(f"device '{device}' is not a torch device (use cpu, cuda, cuda:N, mps or auto).") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device '{device}': CUDA is not available on this machine; use --device cpu.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device '{device}': MPS is not available on this machine; use --device cpu.")
+    return dev
+
+
+def _check_output(output: str) -> None:
+    low = output.lower()
+    if not low.endswith(vio.VIDEO_EXTS + vio.IMAGE_EXTS) or low.endswith(".gif"):
+        raise InputError(f"output '{output}': use a video name (.mp4) or, for a single frame, an image name (.png/.jpg).")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise VideoError(f"output folder '{folder}' does not exist. Create it or choose another --output.")
+
+
+def animate_files(source: str, driving: str, output: str, models, run: RunOptions,
+                  note: NOTE = print, progress_factory=None, cancel: Optional[Callable[[], bool]] = None) -> str:
+    """Animate `source` with `driving` and write `output` (see module doc). Returns `output`.
+
+    progress_factory(total, desc) → callable(done, total) (e.g. a tqdm adapter) or None.
+    """
+    _check_output(output)
+    s_kind, d_kind = input_kind(source, "source"), input_kind(driving, "driving")
+    run.compose.validate()
+    tools = FaceTools(models, run.faces, note)
+    frames, src_fps = read_source(source, s_kind, run)
+    src_crops = _crop_source(frames, tools, run.faces)
+    src_motion = extract_motion(models, src_crops, src_fps, run.batch_size)
+    drv_motion = driving_motion(driving, d_kind, models, tools, run, note)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = compose(src_motion, drv_motion, getattr(models, "stitching_retargeting", None), run.compose)
+    for w in caught:
+        note(str(w.message))
+    n = len(plan)
+    is_image_out = output.lower().endswith(vio.IMAGE_EXTS)
+    if is_image_out and n != 1:
+        raise InputError(f"output '{output}' is an image, but the animation has {n} frames; use an .mp4 name.")
+    paste = run.faces.crop and run.faces.paste_back
+    if run.faces.crop and run.faces.paste_back and not run.compose.stitching:
+        note("paste-back without stitching can show seams (the reference pastes back only with stitching).")
+    animator = Animator(models, run.precision, run.batch_size, device=models.device)
+    prog = progress_factory(n, "animating") if progress_factory is not None else None
+    chunks = animator.iter_render(plan, src_crops, output="uint8", progress=prog, cancel=cancel)
+    audio = driving if (run.keep_audio and d_kind == "video" and os.path.isfile(driving)) else None
+    if audio is not None and not vio.has_audio(driving):
+        audio = None
+
+    def finished(chunk_iter):
+        from .face.paste import paste_back
+
+        done = 0
+        for chunk in chunk_iter:
+            b = chunk.shape[0]
+            if not paste:
+                yield chunk.numpy()
+            else:
+                items = plan.source_index[done:done + b]
+                frame_idx = src_crops.frame_index[items].numpy()
+                base = frames[:1] if frames.shape[0] == 1 else frames[frame_idx]
+                out, _ = paste_back(base, chunk.numpy(), src_crops.M_c2o[items].numpy(),
+                                    into=np.arange(b))
+                yield out
+            done += b
+
+    if is_image_out:
+        img = np.concatenate(list(finished(chunks)))
+        return vio.write_image(output, img[0])
+    fps = plan.fps if plan.fps and plan.fps > 0 else vio.DEFAULT_FPS
+    with vio.VideoWriter(output, fps, audio_from=audio) as writer:
+        for w in writer.warnings:
+            note(w)
+        for out in finished(chunks):
+            writer.write(out)
+    return output
+
+
+def extract_motion_file(driving: str, output: str, models, run: RunOptions, note: NOTE = print) -> str:
+    """Driving video / image / folder → motion template at `output` (.pkl or .lpmotion.safetensors)."""
+    from .templates import save_motion
+
+    low = output.lower()
+    if not low.endswith((".pkl", ".safetensors")):
+        raise MotionFileError(f"output '{output}': use a .pkl (reference template) or .lpmotion.safetensors name.")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise MotionFileError(f"output folder '{folder}' does not exist.")
+    kind = input_kind(driving, "driving")
+    if kind == "template":
+        raise InputError(f"driving '{driving}' already is a motion template.")
+    tools = FaceTools(models, run.faces, note)
+    motion = driving_motion(driving, kind, models, tools, run, note)
+    if motion.eye_ratio is None:
+        note("the template has no eye/lip ratio lists (no landmark model): it cannot drive eye/lip retargeting.")
+    return save_motion(motion, output)
