@@ -265,3 +265,37 @@ def test_pose_and_expression_friendly_differ_only_by_rounding():
     b = compose(src, drv, mlps(), ComposeOptions(driving_option="pose-friendly"))
     check(a.x_d, b.x_d.numpy(), "expression vs pose friendly", 1e-6)
     check(a.x_d, d["x_d__000"][:, 0], "case 000")
+
+
+@pytest.mark.parametrize("case", ["base", "retarget"])
+def test_e2e_keypoints_from_reference_motion(case):
+    """The end-to-end run's keypoints (e2e_image_to_video.npz) from its recorded motions and
+    landmarks: ratios from 203 points, x_s, stitching input, retargeting inputs, final x_d."""
+    d = npz("e2e_image_to_video.npz", "motion_e2e_keypoints.npz")
+    eye, lip = eye_lip_ratios(d["source_lmk203"])
+    check(eye, d["c_s_eyes"], "source eye ratio", 0)
+    check(lip, d["c_s_lip"], "source lip ratio", 0)
+    eye_d, lip_d = eye_lip_ratios(d["driving_lmk203"])
+    check(eye_d, d["tpl_c_eyes"][:, 0], "driving eye ratios", 0)
+    check(lip_d, d["tpl_c_lip"][:, 0], "driving lip ratios", 0)
+    src = Motion.from_degrees(d["source_pitch"], d["source_yaw"], d["source_roll"], d["source_exp"],
+                              d["source_t"], d["source_scale"], d["source_kp"], eye_ratio=eye, lip_ratio=lip)
+    check(src.R, d["source_R"], "source R", 0)
+    drv = Motion.from_rotation(d["tpl_R"], d["tpl_exp"], d["tpl_t"], d["tpl_scale"], kp=d["tpl_kp"],
+                               eye_ratio=eye_d, lip_ratio=lip_d, fps=float(d["tpl_output_fps"]))
+    check(drv.keypoints(), d["tpl_x_s"][:, 0], "driving x_s", 0)
+    trace: dict = {}
+    retarget = case == "retarget"
+    plan = compose(src, drv, mlps(), ComposeOptions(eye_retargeting=retarget, lip_retargeting=retarget), trace)
+    tr = trace[0]
+    assert tr["motion_multiplier"] == pytest.approx(float(d[f"{case}_motion_multiplier"]), abs=1e-12)
+    check(tr["pre_stitch"], d[f"{case}_x_d_pre_stitch"][:, 0], "pre_stitch")
+    check(plan.x_s, d[f"{case}_x_s"][:, 0], "x_s", 0)
+    check(plan.x_d, d[f"{case}_x_d_final"][:, 0], "x_d final")
+    assert plan.fps == 25.0
+    if retarget:
+        calls = {c["kind"]: c for c in tr["calls"]}
+        check(calls["eye"]["ratio"], d["retarget_eye_ratio_combined"][:, 0], "eye ratio input", 0)
+        check(calls["lip"]["ratio"], d["retarget_lip_ratio_combined"][:, 0], "lip ratio input", 0)
+        check(calls["eye"]["delta"], d["retarget_eyes_delta"][:, 0], "eye delta")
+        check(calls["lip"]["delta"], d["retarget_lip_delta"][:, 0], "lip delta")
