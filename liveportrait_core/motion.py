@@ -160,7 +160,7 @@ def eye_lip_ratios(landmarks) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(eye.astype(np.float32)), torch.from_numpy(lip.astype(np.float32))
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # tensors: no element-wise ==, no page-long repr
 class Motion:
     """Keypoint parameters of N items (frames, or frame × face for several faces).
 
@@ -196,6 +196,11 @@ class Motion:
 
     def __len__(self) -> int:
         return int(self.R.shape[0])
+
+    def __repr__(self) -> str:
+        extras = [k for k in ("kp", "eye_ratio", "lip_ratio") if getattr(self, k) is not None]
+        return (f"Motion({len(self)} items, faces {self.faces()}, fps {self.fps:g}, "
+                f"with {', '.join(extras) if extras else 'no kp / ratios'})")
 
     # ------------------------------------------------------------------ builders
     @classmethod
