@@ -29,6 +29,7 @@ REGIONS = ("all", "exp", "pose", "lip", "eyes")
 DRIVING_OPTIONS = ("expression-friendly", "pose-friendly")
 LENGTH_POLICIES = ("cut", "loop", "ping-pong", "hold")
 
+
 class MissingRatiosError(InputError, MotionFileError):
     """Eye / lip retargeting asked for, but the needed open ratios are unknown."""
 
