@@ -303,6 +303,23 @@ def test_offline_finds_the_face(offline, name, box):
     np.testing.assert_allclose(b, box, atol=tol)
 
 
+@pytest.mark.parametrize("angle", [60, -90])
+def test_offline_finds_rolled_and_small_faces(offline, angle):
+    img = photo("s12")
+    h, w = img.shape[:2]
+    M = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    rot = cv2.warpAffine(img, M, (w, h))
+    faces = offline.detect(rot)
+    assert len(faces) == 1 and faces[0].points5 is not None
+    eye = faces[0].points5[1] - faces[0].points5[0]
+    roll = np.degrees(np.arctan2(eye[1], eye[0]))
+    assert abs(roll + angle) <= 41  # the crop turns by ±50°; dlib itself covers up to ~40°
+    # the face centre (176, 176 upright) rotates with the picture
+    np.testing.assert_allclose(faces[0].center, M @ [176, 176, 1], atol=30)
+    small = cv2.resize(photo("s0"), None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    assert len(offline.detect(small)) == 1  # ~25 px face: found by the finer fallback scan
+
+
 def test_offline_finds_group(offline):
     img = photo("group_t1")
     faces = offline.detect(img)
