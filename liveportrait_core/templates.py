@@ -31,6 +31,7 @@ MOTION_EXTENSION = ".lpmotion.safetensors"
 PICKLE_EXTENSION = ".pkl"
 _FORMAT_KEY = "liveportrait_motion"
 _FORMAT_VERSION = 1
+_MAX_BYTES = 1 << 30
 _FLOAT_FIELDS = ("pitch", "yaw", "roll", "R", "exp", "t", "scale", "kp", "eye_ratio", "lip_ratio")
 _INT_FIELDS = ("face_id", "frame_index")
 
@@ -267,6 +268,9 @@ def load_motion(path: str) -> Motion:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MotionFileError(f"motion file not found: {path}")
+    size = os.path.getsize(path)
+    if size > _MAX_BYTES:  # a 1-hour 60 fps template is ~100 MB; larger is not a motion file
+        raise MotionFileError(f"{path}: {size / 2**20:.0f} MB is too large for a motion file.")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -274,7 +278,7 @@ def load_motion(path: str) -> Motion:
         raise MotionFileError(f"cannot read motion file {path}: {e.strerror or e}.") from None
     if not data:
         raise MotionFileError(f"{path}: the motion file is empty.")
-    if _is_safetensors(data) and not path.lower().endswith((".pkl", ".pickle")):
+    if _is_safetensors(data):  # unambiguous: a pickle never starts with a small u64 + '{'
         return _from_safetensors(data, path)
     try:
         return _from_template(_unpickle(data, path), path)
