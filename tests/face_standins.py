@@ -114,3 +114,28 @@ def landmark203_standin(path: str, raw: np.ndarray, probe: bool = True) -> str:
             helper.make_tensor_value_info("out1", TensorProto.FLOAT, [1, 1]),
             helper.make_tensor_value_info("pts", TensorProto.FLOAT, [1, 406])]
     return _save(helper.make_graph(nodes, "landmark_standin", [inp], outs, inits), path)
+
+
+def yunet_standin(path: str, size: int, faces) -> str:
+    """YuNet-like graph for cv2.FaceDetectorYN at a fixed size×size input: input 'input';
+    outputs cls/obj (1,N,1), bbox (1,N,4), kps (1,N,10) for strides 8, 16, 32 (1 anchor per
+    cell, N = (size/stride)²). faces: (stride, col, row, score, bbox[4], kps[10]) raw values
+    (score = cls with obj 1)."""
+    vals = {}
+    for kind, ch in (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10)):
+        for s in (8, 16, 32):
+            vals[(kind, s)] = np.zeros((1, (size // s) ** 2, ch), np.float32)
+    for s, col, row, score, bbox, kps in faces:
+        i = row * (size // s) + col
+        vals[("cls", s)][0, i, 0], vals[("obj", s)][0, i, 0] = score, 1.0
+        vals[("bbox", s)][0, i], vals[("kps", s)][0, i] = bbox, kps
+    nodes, inits, outs = [], [], []
+    z = _zero_of_input("input", "in", nodes, inits)
+    for kind in ("cls", "obj", "bbox", "kps"):
+        for s in (8, 16, 32):
+            a, name = vals[(kind, s)], f"{kind}_{s}"
+            inits.append(numpy_helper.from_array(a, name + "_c"))
+            nodes.append(helper.make_node("Add", [name + "_c", z], [name]))
+            outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(a.shape)))
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])
+    return _save(helper.make_graph(nodes, "yunet_standin", [inp], outs, inits), path)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import compact_file, parity_file
-from face_standins import det10g_standin, landmark203_standin, lmk106_standin
+from face_standins import det10g_standin, landmark203_standin, lmk106_standin, yunet_standin
 from liveportrait_core.errors import FaceNotFoundError, InputError, WeightsError
 from liveportrait_core.face.crop import crop_image
 from liveportrait_core.face.detectors import DetectedFace, FaceDetector, make_detector
@@ -507,6 +507,22 @@ def test_yunet_wrapper_scales_back(tmp_path, monkeypatch):
     np.testing.assert_allclose(f.box, [20, 40, 80, 120])
     np.testing.assert_allclose(f.points5, np.arange(10).reshape(5, 2) * 2)
     assert f.score == pytest.approx(0.9)
+
+
+def test_yunet_standin_through_opencv(tmp_path):
+    """A YuNet-signature graph run by the real cv2.FaceDetectorYN: boxes, points and score come
+    back in the caller's pixels (image 640², detection at 320²)."""
+    from liveportrait_core.face.detectors import yunet
+
+    yunet_standin(str(tmp_path / yunet.YUNET_FILE), 320,
+                  [(16, 10, 6, 0.81, [0.5, 0.25, np.log(5.0), np.log(6.0)], np.arange(10) * 0.1)])
+    det = make_detector("yunet", str(tmp_path), max_side=320, download=False)
+    faces = det.detect(np.zeros((640, 640, 3), np.uint8))
+    assert len(faces) == 1 and faces[0].score == pytest.approx(0.9, abs=1e-5)
+    # centre ((10 + 0.5)·16, (6 + 0.25)·16) = (168, 100), size 80×96 at 320² → ×2
+    np.testing.assert_allclose(faces[0].box, np.array([128, 52, 208, 148]) * 2, atol=1e-3)
+    want = (np.arange(10).reshape(5, 2) * 0.1 + [10, 6]) * 16 * 2
+    np.testing.assert_allclose(faces[0].points5, want, atol=1e-3)
 
 
 def test_haar_wrapper_and_factory(tmp_path, monkeypatch):
