@@ -199,4 +199,6 @@ NODES = [LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo, Image
 
 
 def registry() -> dict:
+    for cls in NODES:  # built-in nodes: "nodes" / "comfy_extras.*" in /object_info
+        cls.RELATIVE_PYTHON_MODULE = "comfy_extras.nodes_video" if "Video" in cls.__name__ else "nodes"
     return {cls.GET_SCHEMA().node_id: cls for cls in NODES}
