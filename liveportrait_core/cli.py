@@ -167,9 +167,16 @@ def _run(args) -> int:
         run.compose.validate()
         from .animate import _check_output, input_kind
 
-        _check_output(args.output)  # fail before loading weights
-        input_kind(args.source, "source")
-        input_kind(args.driving, "driving")
+        _check_output(args.output)  # fail on bad inputs before loading weights
+        if input_kind(args.source, "source") == "template":
+            from .errors import InputError
+
+            raise InputError(f"source '{args.source}' is a motion template; the source must be an image, "
+                             "a video or a folder of images.")
+        if input_kind(args.driving, "driving") == "template":
+            from .templates import load_motion
+
+            load_motion(args.driving)
         models = load_models_for(args.weights, args.device)
         out = animate_files(args.source, args.driving, args.output, models, run, note=note,
                             progress_factory=_tqdm_progress)
@@ -182,7 +189,10 @@ def _run(args) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

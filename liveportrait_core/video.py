@@ -110,7 +110,8 @@ def _ffmpeg_reader(path: str):
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in reversed(first) if ln.strip() and "===" not in ln), "unknown error")
         raise VideoError(
-            f"Cannot read video '{path}': it is corrupted or not a video ({detail.strip()})."
+            f"Cannot read video '{path}': it is corrupted, has no video frames, or is not a video "
+            f"({detail.strip()})."
         ) from None
     return gen, meta
 
