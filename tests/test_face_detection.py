@@ -344,6 +344,9 @@ def test_image_inputs(offline):
             offline.detect(bad, name="portrait")
     with pytest.raises(InputError, match="shape"):
         offline.detect(np.zeros((5, 5, 2), np.uint8))
+    for bad in (np.zeros((1, 1, 3), np.uint8), np.zeros((0, 0, 3), np.uint8)):
+        with pytest.raises(InputError, match="my_photo.*empty or too small"):
+            crop_faces(bad, offline, None, name="my_photo")
     with pytest.raises(FaceNotFoundError, match="my_photo: no face found in the image"):
         crop_faces(np.full((64, 64, 3), 128, np.uint8), offline, None, name="my_photo")
 

@@ -32,7 +32,7 @@ def _frames_u8(frames, name: str) -> List[np.ndarray]:
         if hasattr(frames, "detach"):
             frames = frames.detach().cpu().numpy()
         a = np.asarray(frames)
-        if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 3, 4) and a.shape[0] > 4):
+        if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 3, 4)):  # one image
             a = a[None]
         if a.ndim == 3:  # [F,H,W] grey batch
             a = a[..., None]
