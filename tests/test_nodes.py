@@ -370,3 +370,28 @@ def test_save_and_load_motion(env, graph):
         assert torch.allclose(plan.x_d, g["plan"].x_d, atol=1e-5)
     with pytest.raises(ValueError, match="not found in the input folder"):
         run(env, "LivePortraitLoadMotion", template="missing.pkl")
+
+
+# ------------------------------------------------------------------------------ packaging
+def test_packaging_metadata_and_install_script(tmp_path):
+    import importlib.util
+    import tomllib
+
+    with open(os.path.join(REPO_DIR, "pyproject.toml"), "rb") as f:
+        meta = tomllib.load(f)
+    with open(os.path.join(REPO_DIR, "requirements.txt")) as f:
+        reqs = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert meta["project"]["dependencies"] == reqs
+    assert not any(r.lower().startswith("torch") for r in reqs)
+    comfy_meta = meta["tool"]["comfy"]
+    assert comfy_meta["DisplayName"] and comfy_meta["PublisherId"] and "Icon" in comfy_meta
+    assert comfy_meta["requires-comfyui"].startswith(">=0.33")
+    assert os.path.isfile(os.path.join(REPO_DIR, "LICENSE"))
+
+    spec = importlib.util.spec_from_file_location("lp_install", os.path.join(REPO_DIR, "install.py"))
+    inst = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inst)  # importing it does nothing
+    req = tmp_path / "requirements.txt"
+    req.write_text("numpy>=1.0\ntorch>=99\nnumpy>=999\nsurely-not-installed-lp-pkg>=1.0\n# comment\n")
+    assert inst.missing_requirements(str(req)) == ["numpy>=999", "surely-not-installed-lp-pkg>=1.0"]
+    assert inst.missing_requirements() == []  # this environment has everything: a second run is a no-op
