@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from ..errors import FaceNotFoundError, InputError
-from .crop import (CROP_SIZE, DRIVING, NETWORK_SIZE, SOURCE, CropPreset, as_rgb_u8, crop_driving_video,
-                   crop_image, crop_video, full_frame_crop, full_frame_network_input, invert,
-                   transform_points)
+from .crop import (CROP_SIZE, DRIVING, NETWORK_SIZE, SOURCE, CropPreset, Rect, as_rgb_u8,
+                   box_to_matrix, driving_boxes, full_frame_crop, full_frame_network_input,
+                   global_box, invert, parse_rect_from_landmark, rect_to_matrix,
+                   rects_from_landmarks, smooth_rects, transform_points, warp)
 from .crops import FaceCrops
 from .detectors.base import DetectedFace, FaceDetector
 from .landmarks import LandmarkRunner
@@ -142,27 +143,36 @@ def crop_faces(frames, detector: Optional[FaceDetector], landmark_runner: Option
     tracks: List[FaceTrack] = track_faces(imgs, detector, landmark_runner, face_index, order,
                                           detect_every, name, progress)
     n_frames, n_faces = len(imgs), len(tracks)
-    per_face = []  # (crops [F,...], M_c2o [F,3,3], landmarks [F,203,2] crop px or None)
-    for t in tracks:
-        lmk203 = t.landmarks if landmark_runner is not None else None
-        if purpose == "driving":
-            crops, M, pts = crop_driving_video(imgs, t.landmarks, crop_size, p.scale, p.vx_ratio,
-                                               p.vy_ratio)
-            M_c2o = np.repeat(invert(M)[None], n_frames, 0)
-        elif n_frames == 1 and t.guide106 is not None:
-            # reference source image: crop guided by the 106 points; 203 points for the ratios
-            r = crop_image(imgs[0], t.guide106, crop_size, p.scale, p.vx_ratio, p.vy_ratio, rotate)
-            crops, M_c2o = r.crop[None], r.M_c2o[None]
-            pts = None if lmk203 is None else transform_points(lmk203, r.M_o2c)
-        else:
-            r = crop_video(imgs, t.landmarks, crop_size, p.scale, p.vx_ratio, p.vy_ratio, rotate,
-                           smooth)
-            crops, M_c2o, pts = r.crop, r.M_c2o, r.landmarks
-        per_face.append((crops, M_c2o, pts if lmk203 is not None else None))
+    mats_o2c = [_matrices(t, n_frames, purpose, p, rotate, smooth, crop_size) for t in tracks]
+    interp = cv2.INTER_LINEAR if purpose == "driving" else cv2.INTER_AREA
     order_idx = [(f, k) for f in range(n_frames) for k in range(n_faces)]  # frame-major items
-    crops = [per_face[k][0][f] for f, k in order_idx]
-    mats = [per_face[k][1][f] for f, k in order_idx]
-    lmks = None if landmark_runner is None else [per_face[k][2][f] for f, k in order_idx]
+    crops, mats, lmks = [], [], []
+    for f, k in order_idx:  # one 512² crop at a time (a long video never holds them all)
+        M = mats_o2c[k][f]
+        crop = warp(imgs[f], M, (crop_size, crop_size))
+        crops.append(crop if crop_size == NETWORK_SIZE else
+                     cv2.resize(crop, (NETWORK_SIZE, NETWORK_SIZE), interpolation=interp))
+        mats.append(invert(M))
+        if landmark_runner is not None:
+            lmks.append(transform_points(tracks[k].landmarks[f], M))
     missing = [m for t in tracks for m in t.missing_frames]
-    return _to_crops(crops, mats, lmks, [f for f, _ in order_idx], [k for _, k in order_idx],
-                     imgs[0].shape[:2], crop_size, missing, area=purpose != "driving")
+    return _to_crops(crops, mats, lmks if landmark_runner is not None else None,
+                     [f for f, _ in order_idx], [k for _, k in order_idx], imgs[0].shape[:2],
+                     crop_size, missing, area=purpose != "driving")
+
+
+def _matrices(track: FaceTrack, n_frames: int, purpose, p: CropPreset, rotate: bool,
+              smooth: float, crop_size: int) -> np.ndarray:
+    """M_o2c [F,3,3] float32 of one tracked face (the reference's arithmetic, CROP_AND_PASTE §2–3)."""
+    lmk = track.landmarks
+    if purpose == "driving":  # one unrotated box: mean of the per-frame boxes
+        M = box_to_matrix(global_box(driving_boxes(lmk, p.scale, p.vx_ratio, p.vy_ratio)), crop_size)
+        return np.repeat(M[None], n_frames, 0)
+    if n_frames == 1 and track.guide106 is not None:
+        # reference source image: crop guided by the 106 points (203 points only for ratios)
+        rect = parse_rect_from_landmark(track.guide106, p.scale, p.vx_ratio, p.vy_ratio)
+        return rect_to_matrix(rect, crop_size, rotate)[None]
+    centers, sides, angles = smooth_rects(*rects_from_landmarks(lmk, p.scale, p.vx_ratio,
+                                                                p.vy_ratio), smooth)
+    return np.stack([rect_to_matrix(Rect(c, s, float(a)), crop_size, rotate)
+                     for c, s, a in zip(centers, sides, angles)])

@@ -12,7 +12,8 @@ Additions:
   `detect_every=0` is the reference's pure tracking.
 * Frames before the first face get the first face's landmarks and are reported missing.
 * Several faces: every selected face is tracked separately; matching detections by position
-  keeps face ids stable from frame to frame.
+  keeps face ids stable from frame to frame. Faces are chosen on the first frame with a face;
+  people who enter later are not added.
 * Without a landmark runner the guide of each frame's matched detection (106 points or the
   pseudo guide) is used instead of 203 tracked points.
 """
