@@ -49,7 +49,12 @@ class LivePortraitAnimate(io.ComfyNode):
     def execute(cls, models, source_faces, keypoints, batch_size: int, precision: str) -> io.NodeOutput:
         from ..liveportrait_core.render import Animator
 
+        from ..liveportrait_core.errors import InputError
+
         n = len(keypoints)
+        if n == 0:
+            raise InputError("LivePortraitAnimate: the keypoint plan has no frames; check the driving motion "
+                             "given to LivePortrait Retarget.")
         prog = C.Progress(n, cls.hidden.unique_id)
         out = None
         with C.models_on_device(models, extra_bytes=_BYTES_PER_FRAME * batch_size) as device:
@@ -61,6 +66,4 @@ class LivePortraitAnimate(io.ComfyNode):
                 out[done:done + chunk.shape[0]] = chunk
                 done += chunk.shape[0]
                 prog.update(chunk.shape[0], preview=chunk)
-        if out is None:
-            out = torch.zeros((0, 512, 512, 3), dtype=torch.float32, device=C.intermediate_device())
         return io.NodeOutput(out)

@@ -130,6 +130,16 @@ class LoadLivePortraitModels(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, weights: str, precision: str, download_from_hub: str):
+        """Re-run when the chosen weight files change on disk (never downloads)."""
+        try:
+            sets = weight_sets()
+            folder = sets.get(weights) if weights != AUTO else next(iter(sets.values()), None)
+            return (folder, _signature(folder)) if folder else "no weights"
+        except Exception:
+            return "no weights"
+
+    @classmethod
     def execute(cls, weights: str, precision: str, download_from_hub: str) -> io.NodeOutput:
         device = C.compute_device()
         folder = resolve_weights(weights, download_from_hub, C.Progress(1, cls.hidden.unique_id))
