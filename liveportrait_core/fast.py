@@ -98,7 +98,7 @@ def _probe_inputs(block: nn.Module):
     gen = torch.Generator().manual_seed(0)
     for c in block.children():
         if isinstance(c, _CONVS):
-            spatial = {nn.Conv1d: (16,), nn.Conv2d: (8, 8), nn.Conv3d: (2, 8, 8)}[type(c)]
+            spatial = (2, 8, 8) if isinstance(c, nn.Conv3d) else (8, 8) if isinstance(c, nn.Conv2d) else (16,)
             yield torch.randn((1, c.in_channels) + spatial, generator=gen, dtype=c.weight.dtype)
 
 
