@@ -395,3 +395,34 @@ def test_packaging_metadata_and_install_script(tmp_path):
     req.write_text("numpy>=1.0\ntorch>=99\nnumpy>=999\nsurely-not-installed-lp-pkg>=1.0\n# comment\n")
     assert inst.missing_requirements(str(req)) == ["numpy>=999", "surely-not-installed-lp-pkg>=1.0"]
     assert inst.missing_requirements() == []  # this environment has everything: a second run is a no-op
+
+
+def test_all_faces_of_a_group_picture(env, graph):
+    """face_index -1: every face is an item with its own face id; Retarget plans frame × face; Paste Back
+    puts every face into its own frame (here the 256 source crops themselves, upscaled: ≈ the photo)."""
+    g = graph
+    pair = torch.cat([g["photo"], g["photo"].flip(2)], dim=2)  # two people side by side, 1024×512
+    faces, crops = run(env, "LivePortraitCropFace", image=pair, models=g["models"], detector=g["det"],
+                       purpose="source", **{**g["crop"], "face_index": -1})
+    assert len(faces) == 2 and sorted(faces.face_id.tolist()) == [0, 1] and faces.frame_index.tolist() == [0, 0]
+    centers = faces.M_c2o[:, 0, 2] + 256 * faces.M_c2o[:, 0, 0]
+    assert (centers < 512).sum() == 1 and (centers > 512).sum() == 1  # one face per half
+    (motion,) = run(env, "LivePortraitExtractMotion", models=g["models"], faces=faces, fps=25.0, batch_size=8)
+    (plan,) = run(env, "LivePortraitRetarget", models=g["models"], source_motion=motion,
+                  driving_motion=g["drv_motion"], **g["retarget"])
+    assert len(plan) == 4 and plan.frame_index.tolist() == [0, 0, 1, 1]
+    assert sorted(plan.face_id[:2].tolist()) == [0, 1] and plan.source_index.tolist()[:2] == plan.source_index.tolist()[2:]
+
+    up = torch.nn.functional.interpolate(crops.movedim(-1, 1), size=(512, 512), mode="bicubic").movedim(1, -1)
+    up = up.clamp(0, 1)[plan.source_index]  # what Animate would give for a still driving motion
+    image, mask = run(env, "LivePortraitPasteBack", source_image=pair, crops=up, source_faces=faces,
+                      feather=0.0, color_match=0.0, keypoints=plan)
+    assert image.shape == (2, 512, 1024, 3) and mask.shape == (2, 512, 1024)
+    for half in (slice(0, 512), slice(512, 1024)):
+        assert float((mask[:, :, half] > 0.5).float().mean()) > 0.05  # both faces pasted in each frame
+    inside = mask > 0.5
+    assert float((image - pair)[inside].abs().mean()) < 0.03  # each face landed on itself
+    # without the plan: one crop per source item → one frame holding both faces
+    image1, mask1 = run(env, "LivePortraitPasteBack", source_image=pair, crops=up[:2], source_faces=faces,
+                        feather=0.0, color_match=0.0)
+    assert image1.shape == (1, 512, 1024, 3) and torch.allclose(mask1[0], mask[0])
