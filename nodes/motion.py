@@ -51,14 +51,13 @@ class LivePortraitExtractMotion(io.ComfyNode):
 
 
 def template_files() -> list[str]:
-    """Motion template files in ComfyUI's input folder (sub-folders included)."""
+    """Motion template files at the top of ComfyUI's input folder (like LoadImage: no deep scan)."""
     root = C.input_directory()
-    out = []
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            if f.lower().endswith(TEMPLATE_EXTS):
-                out.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
-    return sorted(out)
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    return sorted(f for f in names if f.lower().endswith(TEMPLATE_EXTS) and os.path.isfile(os.path.join(root, f)))
 
 
 class LivePortraitLoadMotion(io.ComfyNode):
