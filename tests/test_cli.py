@@ -124,3 +124,21 @@ def test_tiny_real_run_and_extract_motion(capsys, inputs, tmp_path, weights_pth)
     code, err = _run(capsys, "extract-motion", "-d", inputs["drv"], "-o", str(tmp_path / "t.txt"),
                      "--weights", weights_pth, "--no-crop")
     assert code == 1 and ".pkl" in _one_line_error(err) and not (tmp_path / "t.txt").exists()
+
+
+def test_default_run_crops_the_face_and_pastes_back(capsys, inputs, tmp_path, weights_pth):
+    """Default mode: detect + crop the source face, animate, paste back into the photo."""
+    photo = os.path.join(REPO_DIR, "tests", "fixtures", "photos", "s0.jpg")
+    out = tmp_path / "pasted.png"
+    code, err = _run(capsys, "animate", "-s", photo, "-d", inputs["drv"], "-o", str(out), "--weights", weights_pth,
+                     "--max-frames", "1", "--precision", "fast")
+    assert code == 0, err
+    assert "landmark.onnx not found" in err  # synthetic weights have no landmark model: said so
+    src, got = vio.read_image(photo), vio.read_image(str(out))
+    h, w = got.shape[:2]
+    assert (h, w) == (src.shape[0] - src.shape[0] % 2, src.shape[1] - src.shape[1] % 2)
+    changed = np.abs(got.astype(np.int16) - src[:h, :w].astype(np.int16)).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    # only a face-sized region changed, the rest of the photo is untouched
+    assert 0.02 < changed.mean() < 0.6, changed.mean()
+    assert (ys.max() - ys.min()) < 0.9 * h and (xs.max() - xs.min()) < 0.9 * w

@@ -313,7 +313,7 @@ def test_prepared_copy_folds_batchnorm_and_keeps_the_function(models, e2e):
         n2 for n2, m2 in models.spade_generator.named_modules() if m2 is sn))
     y = torch.randn(1, sn.in_channels, 8, 8)
     with torch.inference_mode():
-        assert torch.allclose(sn(y), plain(y), rtol=1e-5, atol=1e-6)
+        assert torch.allclose(sn(y), plain(y), rtol=1e-4, atol=1e-4)
 
 
 def test_flush_denormal_is_scoped_to_the_block():
