@@ -426,3 +426,32 @@ def test_all_faces_of_a_group_picture(env, graph):
     image1, mask1 = run(env, "LivePortraitPasteBack", source_image=pair, crops=up[:2], source_faces=faces,
                         feather=0.0, color_match=0.0)
     assert image1.shape == (1, 512, 1024, 3) and torch.allclose(mask1[0], mask[0])
+
+
+def test_precision_auto_follows_comfyui_checks(pack, monkeypatch):
+    c = sub(pack[0], "nodes.comfy")
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert c.choose_dtype("auto", cpu) == torch.float32 and c.choose_dtype("fp16", cpu) == torch.float16
+    monkeypatch.setattr(mm, "should_use_fp16", lambda device=None, **k: False)
+    monkeypatch.setattr(mm, "should_use_bf16", lambda device=None, **k: True)
+    assert c.choose_dtype("auto", gpu) == torch.bfloat16
+    monkeypatch.setattr(mm, "should_use_fp16", lambda device=None, **k: True)
+    assert c.choose_dtype("auto", gpu) == torch.float16
+    monkeypatch.setattr(mm, "get_torch_device", lambda: gpu)
+    assert c.onnx_device() == "cuda:0"
+
+
+def test_image_and_mask_conversions(pack):
+    conv = sub(pack[0], "nodes.convert")
+    rgba = torch.rand((2, 5, 7, 4))
+    u8 = conv.image_to_u8(rgba)
+    assert u8.shape == (2, 5, 7, 3) and u8.dtype == np.uint8
+    assert np.array_equal(u8, (rgba[..., :3] * 255).round().to(torch.uint8).numpy())
+    assert conv.image_to_u8(torch.rand((1, 4, 4, 1))).shape == (1, 4, 4, 3)
+    with pytest.raises(ValueError, match="empty"):
+        conv.image_to_u8(torch.zeros((0, 4, 4, 3)))
+    back = conv.u8_to_image(u8)
+    assert back.dtype == torch.float32 and float((back - rgba[..., :3]).abs().max()) <= 0.5 / 255 + 1e-6
+    m = conv.mask_batch(torch.ones((64, 64)), (512, 512), 3)   # LoadImage's 64×64 mask, one for all
+    assert m.shape == (1, 512, 512) and float(m.min()) == 1.0
+    assert conv.mask_batch(torch.rand((5, 8, 8)), (16, 16), 3).shape == (3, 16, 16)
