@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DownBlock2d, ResBlock3d, SameBlock2d
+from .blocks import Conv2d, DownBlock2d, ResBlock3d, SameBlock2d
 
 
 class AppearanceFeatureExtractor(nn.Module):
@@ -20,7 +20,7 @@ class AppearanceFeatureExtractor(nn.Module):
         self.reshape_channel, self.reshape_depth = 32, 16
         self.first = SameBlock2d(3, 64)
         self.down_blocks = nn.ModuleList([DownBlock2d(64, 128), DownBlock2d(128, 256)])
-        self.second = nn.Conv2d(256, 512, kernel_size=1)
+        self.second = Conv2d(256, 512, kernel_size=1)
         self.resblocks_3d = nn.Sequential()
         for i in range(6):
             self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(self.reshape_channel))

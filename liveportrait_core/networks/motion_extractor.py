@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import GRN, LayerNormFirst, LayerNormLast
+from .blocks import GRN, Conv2d, LayerNormFirst, LayerNormLast, Linear
 
 DEPTHS = (3, 3, 9, 3)
 DIMS = (96, 192, 384, 768)
@@ -21,11 +21,11 @@ class ConvNeXtV2Block(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.dwconv = Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = LayerNormLast(dim)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv1 = Linear(dim, 4 * dim)
         self.grn = GRN(4 * dim)
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.pwconv2 = Linear(4 * dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = x
@@ -40,16 +40,16 @@ class ConvNeXtV2Detector(nn.Module):
     def __init__(self):
         super().__init__()
         self.downsample_layers = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(3, DIMS[0], kernel_size=4, stride=4), LayerNormFirst(DIMS[0]))
+            nn.Sequential(Conv2d(3, DIMS[0], kernel_size=4, stride=4), LayerNormFirst(DIMS[0]))
         ])
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(
-                LayerNormFirst(DIMS[i]), nn.Conv2d(DIMS[i], DIMS[i + 1], kernel_size=2, stride=2)))
+                LayerNormFirst(DIMS[i]), Conv2d(DIMS[i], DIMS[i + 1], kernel_size=2, stride=2)))
         self.stages = nn.ModuleList(
             nn.Sequential(*[ConvNeXtV2Block(DIMS[i]) for _ in range(DEPTHS[i])]) for i in range(4))
         self.norm = LayerNormLast(DIMS[-1])
         for name, size in HEADS:
-            self.add_module(f"fc_{name}", nn.Linear(DIMS[-1], size))
+            self.add_module(f"fc_{name}", Linear(DIMS[-1], size))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for down, stage in zip(self.downsample_layers, self.stages):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SNConv2d, instance_norm
+from .blocks import Conv2d, SNConv2d, instance_norm
 
 
 class SPADE(nn.Module):
@@ -16,9 +16,9 @@ class SPADE(nn.Module):
 
     def __init__(self, norm_nc: int, label_nc: int = 256, hidden: int = 128):
         super().__init__()
-        self.mlp_shared = nn.Sequential(nn.Conv2d(label_nc, hidden, 3, padding=1), nn.ReLU())
-        self.mlp_gamma = nn.Conv2d(hidden, norm_nc, 3, padding=1)
-        self.mlp_beta = nn.Conv2d(hidden, norm_nc, 3, padding=1)
+        self.mlp_shared = nn.Sequential(Conv2d(label_nc, hidden, 3, padding=1), nn.ReLU())
+        self.mlp_gamma = Conv2d(hidden, norm_nc, 3, padding=1)
+        self.mlp_beta = Conv2d(hidden, norm_nc, 3, padding=1)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         normalized = instance_norm(x)
@@ -48,6 +48,9 @@ class SPADEResnetBlock(nn.Module):
             self.norm_s = SPADE(fin, label_nc)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        # All SPADEs of the block work at x's resolution: resize the map once, not per SPADE.
+        if seg.shape[2:] != x.shape[2:]:
+            seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
         xs = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
@@ -67,13 +70,13 @@ class SPADEGenerator(nn.Module):
                  out_channels: int = 64, upscale: int = 2):
         super().__init__()
         nf = min(max_features, block_expansion * 8)  # 512
-        self.fc = nn.Conv2d(label_nc, nf, 3, padding=1)
+        self.fc = Conv2d(label_nc, nf, 3, padding=1)
         for i in range(6):
             self.add_module(f"G_middle_{i}", SPADEResnetBlock(nf, nf, label_nc))
         self.up_0 = SPADEResnetBlock(nf, nf // 2, label_nc)
         self.up_1 = SPADEResnetBlock(nf // 2, out_channels, label_nc)
         self.conv_img = nn.Sequential(
-            nn.Conv2d(out_channels, 3 * upscale * upscale, 3, padding=1), nn.PixelShuffle(upscale))
+            Conv2d(out_channels, 3 * upscale * upscale, 3, padding=1), nn.PixelShuffle(upscale))
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         seg = feature

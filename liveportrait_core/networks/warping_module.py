@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BatchNorm3d, DownBlock3d, SameBlock2d, UpBlock3d, upcast
+from .blocks import BatchNorm3d, Conv2d, Conv3d, DownBlock3d, SameBlock2d, UpBlock3d, upcast
 
 NUM_KP = 21
 KP_VARIANCE = 0.01
@@ -51,7 +51,7 @@ class Hourglass3d(nn.Module):
             up.append(UpBlock3d(cin, cout))
             cin = cout + chans[i]
         self.decoder.up_blocks = nn.ModuleList(up)
-        self.decoder.conv = nn.Conv3d(cin, cin, 3, padding=1)
+        self.decoder.conv = Conv3d(cin, cin, 3, padding=1)
         self.decoder.norm = BatchNorm3d(cin)
         self.out_filters = cin
 
@@ -76,10 +76,10 @@ class DenseMotionNetwork(nn.Module):
         # Registration order = key order: hourglass, mask, compress, norm, occlusion.
         self.hourglass = Hourglass3d(in_features=n * (compress + 1))
         c = self.hourglass.out_filters
-        self.mask = nn.Conv3d(c, n, kernel_size=7, padding=3)
-        self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
+        self.mask = Conv3d(c, n, kernel_size=7, padding=3)
+        self.compress = Conv3d(feature_channel, compress, kernel_size=1)
         self.norm = BatchNorm3d(compress)
-        self.occlusion = nn.Conv2d(c * reshape_depth, 1, kernel_size=7, padding=3)
+        self.occlusion = Conv2d(c * reshape_depth, 1, kernel_size=7, padding=3)
 
     def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor,
                 kp_source: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -138,7 +138,7 @@ class WarpingModule(nn.Module):
         super().__init__()
         self.dense_motion_network = DenseMotionNetwork()
         self.third = SameBlock2d(512, 256, lrelu=True)
-        self.fourth = nn.Conv2d(256, 256, kernel_size=1)
+        self.fourth = Conv2d(256, 256, kernel_size=1)
 
     def forward(self, feature_3d: torch.Tensor, kp_source: torch.Tensor,
                 kp_driving: torch.Tensor) -> dict[str, torch.Tensor]:

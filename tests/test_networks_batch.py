@@ -1,0 +1,124 @@
+"""Batch invariance, inference-only semantics and reduced-precision runs of the networks.
+
+(W's and G's batch behaviour is checked inside tests/test_networks_parity.py, on the fixture
+inputs: W with the upstream batch-of-2 fixture, G with a batch of 2 against a batch-1 call.)
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import synth_weights
+from networks_fixtures import reference
+from test_networks_parity import build, image_batch
+from liveportrait_core.networks.blocks import SameBlock2d, SNConv2d
+from liveportrait_core.networks.warping_module import coordinate_grid
+
+
+def _sn_conv(seed: int) -> SNConv2d:
+    """A G_middle-sized spectral-norm conv loaded with the SEED=`seed` synthetic tensors."""
+    sd = synth_weights.state_dicts(seed)["spade_generator"]
+    conv = SNConv2d(64, 64, 3, padding=1)
+    conv.load_state_dict({k.removeprefix("up_1.conv_1."): v for k, v in sd.items()
+                          if k.startswith("up_1.conv_1.")}, strict=True)
+    return conv
+
+
+def _sn_reference(conv: SNConv2d, x: torch.Tensor) -> torch.Tensor:
+    """Independent float64 evaluation of the eval-mode spectral-norm conv."""
+    w = conv.weight_orig.double()
+    sigma = conv.weight_u.double() @ (w.reshape(w.shape[0], -1) @ conv.weight_v.double())
+    return torch.nn.functional.conv2d(x.double(), w / sigma, conv.bias.double(), padding=1)
+
+
+def test_spectral_norm_never_mutates_u_v_and_ignores_training_mode():
+    conv = _sn_conv(0)
+    u, v = conv.weight_u.clone(), conv.weight_v.clone()
+    x = torch.randn(2, 64, 9, 9, generator=torch.Generator().manual_seed(1))
+    conv.train()
+    with torch.no_grad():
+        y_train = conv(x)
+    conv.eval()
+    with torch.no_grad():
+        y_eval = conv(x)
+    assert torch.equal(conv.weight_u, u) and torch.equal(conv.weight_v, v)
+    assert torch.equal(y_train, y_eval)
+    assert (y_eval.double() - _sn_reference(conv, x)).abs().max() < 1e-5
+
+
+def test_spectral_norm_follows_reloaded_weights_dtype_and_in_place_edits():
+    x = torch.randn(1, 64, 8, 8, generator=torch.Generator().manual_seed(2))
+    conv = _sn_conv(0)
+    with torch.no_grad():
+        y0 = conv(x)
+        other = _sn_conv(1)
+        conv.load_state_dict(other.state_dict())  # reload (in-place copy_ into the same tensors)
+        assert torch.equal(conv(x), other(x))
+        assert not torch.allclose(conv(x), y0)
+        conv.weight_orig.mul_(2.0)  # σ doubles too: the eval weight is scale invariant
+        assert torch.allclose(conv(x), other(x), atol=1e-5)
+        conv.weight_u.neg_()  # σ changes sign → the output's conv part flips sign
+        assert torch.allclose(conv(x) - conv.bias[:, None, None],
+                              -(other(x) - other.bias[:, None, None]), atol=1e-5)
+    conv = _sn_conv(1).double()
+    with torch.no_grad():
+        y = conv(x.double())
+    assert y.dtype == torch.float64
+    assert (y - _sn_reference(conv, x)).abs().max() < 1e-12
+    conv = _sn_conv(1).to(torch.bfloat16)
+    with torch.no_grad():
+        y = conv(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    assert (y.double() - _sn_reference(_sn_conv(1), x)).abs().max() < 0.05
+
+
+def test_batch_norm_always_uses_running_statistics():
+    block = SameBlock2d(3, 8)
+    torch.nn.init.normal_(block.norm.running_mean)
+    before = block.norm.running_mean.clone()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(3))
+    block.train()
+    y_train = block(x)
+    block.eval()
+    assert torch.equal(block.norm.running_mean, before)
+    assert torch.equal(y_train, block(x))
+
+
+def test_coordinate_grid_is_corner_aligned_xyz():
+    g = coordinate_grid(3, 4, 5)
+    assert g.shape == (3, 4, 5, 3)
+    assert torch.equal(g[0, 0, 0], torch.tensor([-1.0, -1.0, -1.0]))
+    assert torch.equal(g[2, 3, 4], torch.tensor([1.0, 1.0, 1.0]))
+    assert torch.allclose(g[1, 2, 1], torch.tensor([-0.5, 1 / 3, 0.0]))
+
+
+@pytest.fixture(scope="module")
+def two_images() -> torch.Tensor:
+    ref, _ = reference("motion_extractor")
+    return image_batch(ref["input_u8"][:2])  # source crop + driving frame 0
+
+
+def test_appearance_feature_extractor_batch_equals_per_item(two_images):
+    model = build("appearance_feature_extractor")
+    with torch.no_grad():
+        batched = model(two_images)
+        singles = torch.cat([model(two_images[i:i + 1]) for i in range(2)])
+    assert batched.shape == (2, 32, 16, 64, 64)
+    assert torch.equal(batched, singles)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_f_and_m_run_in_reduced_precision(two_images, dtype):
+    for name, tol in (("appearance_feature_extractor", 0.05), ("motion_extractor", 0.05)):
+        model = build(name)
+        with torch.no_grad():
+            ref = model(two_images)
+            model.to(dtype)
+            low = model(two_images.to(dtype))
+        pairs = [(ref, low)] if name != "motion_extractor" else [(ref[k], low[k]) for k in ref]
+        for r, lo in pairs:
+            assert lo.dtype == dtype and torch.isfinite(lo).all()
+            # error relative to the output's scale
+            rel = (lo.float() - r).abs().max() / r.abs().max()
+            assert rel < tol, (name, float(rel))
