@@ -122,25 +122,6 @@ def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _modules(models) -> list[torch.nn.Module]:
-    return [v for v in vars(models).values() if isinstance(v, torch.nn.Module)]
-
-
-def _move(models, device: torch.device) -> None:
-    if hasattr(models, "to") and not isinstance(models, torch.nn.Module):
-        models.to(device)
-    else:
-        for m in _modules(models):
-            m.to(device)
-    if hasattr(models, "device"):
-        with contextlib.suppress(AttributeError, TypeError):
-            models.device = device
-
-
-def model_bytes(models) -> int:
-    return sum(p.numel() * p.element_size() for m in _modules(models) for p in m.parameters())
-
-
 @contextlib.contextmanager
 def models_on_device(models, extra_bytes: int = 0) -> Iterator[torch.device]:
     """Free ComfyUI memory, move the networks to the compute device, park them after.
@@ -151,13 +132,13 @@ def models_on_device(models, extra_bytes: int = 0) -> Iterator[torch.device]:
     device = compute_device()
     offload = offload_device()
     if device != offload:
-        mm.free_memory(model_bytes(models) + int(extra_bytes), device)
-    _move(models, device)
+        mm.free_memory(models.memory_bytes() + int(extra_bytes), device)
+    models.to(device)  # LivePortraitModels.to: in place, keeps its dtype policy
     try:
         yield device
     finally:
         if device != offload:
-            _move(models, offload)
+            models.to(offload)
             mm.soft_empty_cache()
 
 

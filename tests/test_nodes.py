@@ -455,3 +455,29 @@ def test_image_and_mask_conversions(pack):
     m = conv.mask_batch(torch.ones((64, 64)), (512, 512), 3)   # LoadImage's 64×64 mask, one for all
     assert m.shape == (1, 512, 512) and float(m.min()) == 1.0
     assert conv.mask_batch(torch.rand((5, 8, 8)), (16, 16), 3).shape == (3, 16, 16)
+
+
+def test_models_visit_the_compute_device_and_are_parked_after(pack, monkeypatch):
+    """free-memory + offload pattern: ask ComfyUI for room, move in, compute, move back (even on Cancel)."""
+    c = sub(pack[0], "nodes.comfy")
+
+    class Fake:
+        def __init__(self):
+            self.moves = []
+
+        def memory_bytes(self):
+            return 1000
+
+        def to(self, device):
+            self.moves.append(str(device))
+            return self
+
+    monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("cuda", 0))
+    mm.calls.clear()
+    fake = Fake()
+    with pytest.raises(mm.InterruptProcessingException):
+        with c.models_on_device(fake, extra_bytes=24) as dev:
+            assert str(dev) == "cuda:0" and fake.moves == ["cuda:0"]
+            raise mm.InterruptProcessingException()
+    assert fake.moves == ["cuda:0", "cpu"]
+    assert mm.calls[0] == ("free_memory", 1024, "cuda:0") and mm.calls[-1] == ("soft_empty_cache",)
