@@ -59,6 +59,7 @@ def worker(args) -> None:
     anim._networks()  # fast mode: derived bf16 copies (one-off, reported separately)
     t_prep = time.perf_counter() - t0
     kept, t_first = [], None
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     for chunk in anim.iter_render(plan, src, output="uint8"):
         if t_first is None:
@@ -66,10 +67,13 @@ def worker(args) -> None:
         if len(kept) < 4:
             kept.extend(chunk[: 4 - len(kept)].numpy())
     total = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if args.save:
         np.save(args.save, np.stack(kept))
     print(json.dumps({"precision": args.precision, "dtype": str(anim.dtype).replace("torch.", ""),
                       "batch": args.batch, "frames": n, "ms_per_frame": 1000 * total / n,
+                      "cpu_ms_per_frame": 1000 * cpu / n, "load1": os.getloadavg()[0],
                       "first_chunk_s": t_first, "prep_s": t_prep, "rss_loaded_mb": rss_loaded,
                       "peak_rss_mb": _rss_mb(), "threads": torch.get_num_threads()}))
 
@@ -100,7 +104,7 @@ def main() -> None:
             weights = synth_weights.write_folder(os.path.join(tmp, "w"), 0, "upstream-pth")
         rows, saved = [], {}
         print(f"{'precision':9} {'dtype':9} {'batch':>5} {'frames':>6} {'ms/frame':>9} {'1st chunk s':>11} "
-              f"{'prep s':>6} {'RSS loaded MB':>13} {'peak RSS MB':>11}", flush=True)
+              f"{'prep s':>6} {'RSS loaded MB':>13} {'peak RSS MB':>11} {'CPU ms/frame':>12} {'load':>5}", flush=True)
         for prec in args.precision:
             for bs in args.batch:
                 for n in args.frames:
@@ -116,7 +120,8 @@ def main() -> None:
                     saved[(prec, bs, n)] = np.load(save)
                     print(f"{row['precision']:9} {row['dtype']:9} {bs:>5} {n:>6} {row['ms_per_frame']:>9.0f} "
                           f"{row['first_chunk_s']:>11.2f} {row['prep_s']:>6.2f} {row['rss_loaded_mb']:>13.0f} "
-                          f"{row['peak_rss_mb']:>11.0f}", flush=True)
+                          f"{row['peak_rss_mb']:>11.0f} {row['cpu_ms_per_frame']:>12.0f} {row['load1']:>5.1f}",
+                          flush=True)
         for bs in args.batch:
             for n in args.frames:
                 if ("exact", bs, n) in saved and ("fast", bs, n) in saved:

@@ -149,11 +149,13 @@ def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptio
             parts.append(extract_motion(models, _driving_crops(np.stack(buf), tools, run.faces, False), fps, run.batch_size))
             buf = []
             if progress is not None:
-                progress(len(parts) * STREAM_CHUNK)
+                progress(len(parts) * STREAM_CHUNK, None)
     if buf:
         parts.append(extract_motion(models, _driving_crops(np.stack(buf), tools, run.faces, False), fps, run.batch_size))
     m = parts[0] if len(parts) == 1 else Motion.concat(parts)
     m.frame_index = torch.arange(len(m))
+    if progress is not None:
+        progress(len(m), len(m))
     return m
 
 
@@ -216,7 +218,8 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
     frames, src_fps = read_source(source, s_kind, run)
     src_crops = _crop_source(frames, tools, run.faces)
     src_motion = extract_motion(models, src_crops, src_fps, run.batch_size)
-    drv_motion = driving_motion(driving, d_kind, models, tools, run, note)
+    drv_prog = progress_factory(None, "driving motion") if progress_factory is not None else None
+    drv_motion = driving_motion(driving, d_kind, models, tools, run, note, drv_prog)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = compose(src_motion, drv_motion, getattr(models, "stitching_retargeting", None), run.compose)
@@ -265,7 +268,8 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
     return output
 
 
-def extract_motion_file(driving: str, output: str, models, run: RunOptions, note: NOTE = print) -> str:
+def extract_motion_file(driving: str, output: str, models, run: RunOptions, note: NOTE = print,
+                        progress_factory=None) -> str:
     """Driving video / image / folder → motion template at `output` (.pkl or .lpmotion.safetensors)."""
     from .templates import save_motion
 
@@ -279,7 +283,8 @@ def extract_motion_file(driving: str, output: str, models, run: RunOptions, note
     if kind == "template":
         raise InputError(f"driving '{driving}' already is a motion template.")
     tools = FaceTools(models, run.faces, note)
-    motion = driving_motion(driving, kind, models, tools, run, note)
+    prog = progress_factory(None, "driving motion") if progress_factory is not None else None
+    motion = driving_motion(driving, kind, models, tools, run, note, prog)
     if motion.eye_ratio is None:
         note("the template has no eye/lip ratio lists (no landmark model): it cannot drive eye/lip retargeting.")
     return save_motion(motion, output)

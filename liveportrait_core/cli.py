@@ -136,9 +136,9 @@ def _tqdm_progress(total: int, desc: str):
     bar = tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, leave=False,
                disable=not sys.stderr.isatty() and os.environ.get("LP_PROGRESS") != "1")
 
-    def update(done: int, _total: int) -> None:
+    def update(done: int, _total: Optional[int] = None) -> None:
         bar.update(done - bar.n)
-        if done >= _total:
+        if _total is not None and done >= _total:
             bar.close()
 
     return update
@@ -182,7 +182,8 @@ def _run(args) -> int:
                             progress_factory=_tqdm_progress)
     else:
         models = load_models_for(args.weights, args.device)
-        out = extract_motion_file(args.driving, args.output, models, run, note=note)
+        out = extract_motion_file(args.driving, args.output, models, run, note=note,
+                                  progress_factory=_tqdm_progress)
     print(out)
     return 0
 
