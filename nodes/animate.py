@@ -32,10 +32,10 @@ class LivePortraitAnimate(io.ComfyNode):
                 LPModels.Input("models", tooltip="From Load LivePortrait Models."),
                 LPFaces.Input("source_faces", tooltip="The SOURCE face crops (the ones the source motion was extracted from)."),
                 LPKeypoints.Input("keypoints", tooltip="Keypoint plan from LivePortrait Retarget."),
-                io.Int.Input("batch_size", default=4, min=1, max=64,
+                io.Int.Input("batch_size", optional=True, default=4, min=1, max=64,
                              tooltip="Frames warped and decoded together: higher is faster on a GPU but needs "
                                      "more memory (about 0.5 GB per frame in fp32)."),
-                io.Combo.Input("precision", options=["exact", "fast"], default="exact",
+                io.Combo.Input("precision", optional=True, options=["exact", "fast"], default="exact",
                                tooltip="exact: the networks as loaded (fp32 gives the reference result). fast: "
                                        "bfloat16 on CPUs that support it / float16 on GPUs, several times faster, "
                                        "slightly different pixels."),
@@ -46,7 +46,7 @@ class LivePortraitAnimate(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, models, source_faces, keypoints, batch_size: int, precision: str) -> io.NodeOutput:
+    def execute(cls, models, source_faces, keypoints, batch_size: int = 4, precision: str = "exact") -> io.NodeOutput:
         from ..liveportrait_core.render import Animator
 
         from ..liveportrait_core.errors import InputError

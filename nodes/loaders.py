@@ -111,15 +111,15 @@ class LoadLivePortraitModels(io.ComfyNode):
                 "the reference .pth tree (liveportrait/base_models/…) and flat .safetensors files. "
                 "Loaded once and cached; computation happens on ComfyUI's device in the nodes that use it."),
             inputs=[
-                io.Combo.Input("weights", options=[AUTO, *weight_sets().keys()], default=AUTO,
+                io.Combo.Input("weights", optional=True, options=[AUTO, *weight_sets().keys()], default=AUTO,
                                tooltip="Which weight set in models/liveportrait: 'auto' takes the first "
                                        "human set found (and downloads one if there is none and "
                                        "download_from_hub allows it); otherwise the folder holding the networks."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                io.Combo.Input("precision", optional=True, options=PRECISIONS, default="auto",
                                tooltip="Weights dtype. auto: fp32 on CPU; fp16 (or bf16) where ComfyUI "
                                        "reports the device supports it. The motion extractor and the "
                                        "stitching MLPs always stay fp32."),
-                io.Combo.Input("download_from_hub", options=list(DOWNLOAD), default="Kijai/LivePortrait_safetensors",
+                io.Combo.Input("download_from_hub", optional=True, options=list(DOWNLOAD), default="Kijai/LivePortrait_safetensors",
                                tooltip="When no weights are found: Hugging Face repo to download them from into "
                                        "models/liveportrait (progress on the node), or 'never'. Offline, the "
                                        "error lists the files to put there by hand."),
@@ -130,7 +130,7 @@ class LoadLivePortraitModels(io.ComfyNode):
         )
 
     @classmethod
-    def fingerprint_inputs(cls, weights: str, precision: str, download_from_hub: str):
+    def fingerprint_inputs(cls, weights: str = AUTO, precision: str = "auto", download_from_hub: str = ""):
         """Re-run when the chosen weight files change on disk (never downloads)."""
         try:
             sets = weight_sets()
@@ -140,7 +140,8 @@ class LoadLivePortraitModels(io.ComfyNode):
             return "no weights"
 
     @classmethod
-    def execute(cls, weights: str, precision: str, download_from_hub: str) -> io.NodeOutput:
+    def execute(cls, weights: str = AUTO, precision: str = "auto",
+                download_from_hub: str = "Kijai/LivePortrait_safetensors") -> io.NodeOutput:
         device = C.compute_device()
         folder = resolve_weights(weights, download_from_hub, C.Progress(1, cls.hidden.unique_id))
         models = load_cached(folder, C.choose_dtype(precision, device), device)
@@ -198,12 +199,12 @@ class LivePortraitLoadFaceDetector(io.ComfyNode):
                 "landmark model of the LivePortrait weights then refines every face. Mind the "
                 "licence of each backend (see the backend tooltip)."),
             inputs=[
-                io.Combo.Input("backend", options=DETECTOR_BACKENDS, default="offline", tooltip=_BACKEND_HELP),
-                io.Float.Input("threshold", default=-1.0, min=-1.0, max=1.0, step=0.01,
+                io.Combo.Input("backend", optional=True, options=DETECTOR_BACKENDS, default="offline", tooltip=_BACKEND_HELP),
+                io.Float.Input("threshold", optional=True, default=-1.0, min=-1.0, max=1.0, step=0.01,
                                tooltip="Detection score threshold; lower finds more (smaller, partly hidden) faces. "
                                        "-1 = the backend's default (insightface 0.15 as the reference, yunet 0.6, "
                                        "dlib 0.2; OpenCV's cascade has none)."),
-                io.Int.Input("max_side", default=640, min=128, max=4096, step=32,
+                io.Int.Input("max_side", optional=True, default=640, min=128, max=4096, step=32,
                              tooltip="offline/yunet: frames are scaled to at most this side for detection (speed); "
                                      "boxes are mapped back to full resolution. insightface always uses 512."),
             ],
@@ -212,7 +213,7 @@ class LivePortraitLoadFaceDetector(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, backend: str, threshold: float, max_side: int) -> io.NodeOutput:
+    def execute(cls, backend: str = "offline", threshold: float = -1.0, max_side: int = 640) -> io.NodeOutput:
         from ..liveportrait_core.face.detectors import make_detector
 
         thresh = _DEFAULT_THRESHOLDS.get(backend, 0.5) if threshold < 0 else threshold

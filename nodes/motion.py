@@ -28,10 +28,10 @@ class LivePortraitExtractMotion(io.ComfyNode):
             inputs=[
                 LPModels.Input("models", tooltip="From Load LivePortrait Models."),
                 LPFaces.Input("faces", tooltip="Face crops from LivePortrait Crop Face (source or driving)."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.01,
+                io.Float.Input("fps", optional=True, default=25.0, min=1.0, max=240.0, step=0.01,
                                tooltip="Frame rate stored with the motion (used when it is saved as a "
                                        "template); 25 for a still image."),
-                io.Int.Input("batch_size", default=8, min=1, max=256,
+                io.Int.Input("batch_size", optional=True, default=8, min=1, max=256,
                              tooltip="Crops per motion-extractor batch (memory vs speed)."),
             ],
             outputs=[LPMotion.Output(display_name="motion",
@@ -40,7 +40,7 @@ class LivePortraitExtractMotion(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, models, faces, fps: float, batch_size: int) -> io.NodeOutput:
+    def execute(cls, models, faces, fps: float = 25.0, batch_size: int = 8) -> io.NodeOutput:
         from ..liveportrait_core.extract import extract_motion
 
         prog = C.Progress(len(faces), cls.hidden.unique_id)
@@ -110,9 +110,9 @@ class LivePortraitSaveMotion(io.ComfyNode):
                          "(no pickle); 'pkl' is readable by the reference LivePortrait tool."),
             inputs=[
                 LPMotion.Input("motion", tooltip="Motion to save (from Extract Motion or Load Motion)."),
-                io.String.Input("filename_prefix", default="LivePortrait/motion",
+                io.String.Input("filename_prefix", optional=True, default="LivePortrait/motion",
                                 tooltip="File name prefix inside the output folder; a counter is appended."),
-                io.Combo.Input("format", options=list(cls.FORMATS), default="lpmotion",
+                io.Combo.Input("format", optional=True, options=list(cls.FORMATS), default="lpmotion",
                                tooltip="lpmotion: safe, exact round trip. pkl: the reference tool's template format."),
             ],
             outputs=[],
@@ -120,7 +120,7 @@ class LivePortraitSaveMotion(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, motion, filename_prefix: str, format: str) -> io.NodeOutput:
+    def execute(cls, motion, filename_prefix: str = "LivePortrait/motion", format: str = "lpmotion") -> io.NodeOutput:
         from ..liveportrait_core.templates import save_motion
 
         folder, stem, counter, subfolder = C.save_path(filename_prefix)
@@ -147,45 +147,45 @@ class LivePortraitRetarget(io.ComfyNode):
                 LPModels.Input("models", tooltip="From Load LivePortrait Models (stitching / retargeting MLPs)."),
                 LPMotion.Input("source_motion", tooltip="Motion of the SOURCE faces (Extract Motion on the source crops)."),
                 LPMotion.Input("driving_motion", tooltip="Driving motion: Extract Motion on driving crops, or Load Motion."),
-                io.Boolean.Input("relative_motion", default=d.relative_motion,
+                io.Boolean.Input("relative_motion", optional=True, default=d.relative_motion,
                                  tooltip="Apply the driving motion relative to its first frame (keeps the source's own "
                                          "pose and expression as the start). Off = absolute: copy the driving pose/expression."),
-                io.Combo.Input("driving_option", options=list(DRIVING_OPTIONS), default=d.driving_option,
+                io.Combo.Input("driving_option", optional=True, options=list(DRIVING_OPTIONS), default=d.driving_option,
                                tooltip="expression-friendly or pose-friendly (reference option; only matters for an "
                                        "image source driven by a video in relative mode)."),
-                io.Float.Input("driving_multiplier", default=d.driving_multiplier, min=0.0, max=3.0, step=0.01,
+                io.Float.Input("driving_multiplier", optional=True, default=d.driving_multiplier, min=0.0, max=3.0, step=0.01,
                                tooltip="Scales how far the keypoints move (1 = as driven; <1 calmer, >1 stronger)."),
-                io.Combo.Input("animation_region", options=list(REGIONS), default=d.animation_region,
+                io.Combo.Input("animation_region", optional=True, options=list(REGIONS), default=d.animation_region,
                                tooltip="What the driving motion moves: all, exp (expression only), pose (head only), "
                                        "lip, or eyes."),
-                io.Boolean.Input("stitching", default=d.stitching,
+                io.Boolean.Input("stitching", optional=True, default=d.stitching,
                                  tooltip="Use the stitching MLP so the face fits back seamlessly (recommended; "
                                          "needs stitching_retargeting_module in the weights)."),
-                io.Boolean.Input("eye_retargeting", default=d.eye_retargeting,
+                io.Boolean.Input("eye_retargeting", optional=True, default=d.eye_retargeting,
                                  tooltip="Drive eye openness with the eye-retargeting MLP from the driving eye ratios "
                                          "(experimental in the reference)."),
-                io.Boolean.Input("lip_retargeting", default=d.lip_retargeting,
+                io.Boolean.Input("lip_retargeting", optional=True, default=d.lip_retargeting,
                                  tooltip="Drive mouth openness with the lip-retargeting MLP from the driving lip ratio "
                                          "(experimental in the reference)."),
-                io.Boolean.Input("normalize_lip", default=d.normalize_lip,
+                io.Boolean.Input("normalize_lip", optional=True, default=d.normalize_lip,
                                  tooltip="Close the source mouth before animating (relative mode, no retargeting)."),
-                io.Boolean.Input("source_video_eye_retargeting", default=d.source_video_eye_retargeting,
+                io.Boolean.Input("source_video_eye_retargeting", optional=True, default=d.source_video_eye_retargeting,
                                  tooltip="Video source: set every frame's eye openness to the first frame's."),
-                io.Float.Input("smooth_variance", default=d.smooth_variance, min=0.0, max=0.01, step=1e-7,
+                io.Float.Input("smooth_variance", optional=True, default=d.smooth_variance, min=0.0, max=0.01, step=1e-7,
                                round=1e-10,
                                tooltip="Video source driven by a video: Kalman smoothing of the motion (larger = "
                                        "smoother; 0 = none; reference 3e-7)."),
-                io.Float.Input("target_eye_ratio", default=-1.0, min=-1.0, max=1.0, step=0.01,
+                io.Float.Input("target_eye_ratio", optional=True, default=-1.0, min=-1.0, max=1.0, step=0.01,
                                tooltip="Eye retargeting target openness; -1 = follow the driving motion's eyes."),
-                io.Float.Input("target_lip_ratio", default=-1.0, min=-1.0, max=1.0, step=0.01,
+                io.Float.Input("target_lip_ratio", optional=True, default=-1.0, min=-1.0, max=1.0, step=0.01,
                                tooltip="Lip retargeting target openness; -1 = follow the driving motion's mouth."),
-                io.Combo.Input("length_policy", options=list(LENGTH_POLICIES), default=d.length_policy,
+                io.Combo.Input("length_policy", optional=True, options=list(LENGTH_POLICIES), default=d.length_policy,
                                tooltip="Video source vs driving of different lengths: cut to the shorter (reference), "
                                        "loop, ping-pong or hold the last frame of the shorter one."),
-                io.Float.Input("lip_normalize_threshold", default=d.lip_normalize_threshold, min=0.0, max=1.0,
+                io.Float.Input("lip_normalize_threshold", optional=True, default=d.lip_normalize_threshold, min=0.0, max=1.0,
                                step=0.001, advanced=True,
                                tooltip="normalize_lip acts only when the source lip ratio is at least this (reference 0.03)."),
-                io.Float.Input("source_video_eye_threshold", default=d.source_video_eye_retargeting_threshold,
+                io.Float.Input("source_video_eye_threshold", optional=True, default=d.source_video_eye_retargeting_threshold,
                                min=0.0, max=1.0, step=0.01, advanced=True,
                                tooltip="source_video_eye_retargeting: a first-frame eye ratio below this counts as "
                                        "closed and is replaced by 0.39 (reference 0.18)."),
@@ -195,11 +195,13 @@ class LivePortraitRetarget(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, models, source_motion, driving_motion, relative_motion: bool, driving_option: str,
-                driving_multiplier: float, animation_region: str, stitching: bool, eye_retargeting: bool,
-                lip_retargeting: bool, normalize_lip: bool, source_video_eye_retargeting: bool,
-                smooth_variance: float, target_eye_ratio: float, target_lip_ratio: float, length_policy: str,
-                lip_normalize_threshold: float, source_video_eye_threshold: float) -> io.NodeOutput:
+    def execute(cls, models, source_motion, driving_motion, relative_motion: bool = True,
+                driving_option: str = "expression-friendly", driving_multiplier: float = 1.0,
+                animation_region: str = "all", stitching: bool = True, eye_retargeting: bool = False,
+                lip_retargeting: bool = False, normalize_lip: bool = False,
+                source_video_eye_retargeting: bool = False, smooth_variance: float = 3e-7,
+                target_eye_ratio: float = -1.0, target_lip_ratio: float = -1.0, length_policy: str = "cut",
+                lip_normalize_threshold: float = 0.03, source_video_eye_threshold: float = 0.18) -> io.NodeOutput:
         from ..liveportrait_core.compose import ComposeOptions, compose
 
         options = ComposeOptions(

@@ -164,7 +164,7 @@ def test_schemas_are_documented(pack):
     assert info["LivePortraitCropFace"]["output"] == ["LP_FACES", "IMAGE"]
     assert info["LivePortraitCropFace"]["input"]["optional"]["face_landmarks"][0] == "FACE_LANDMARKS"
     assert info["LivePortraitSaveMotion"]["output_node"] is True
-    assert "non-commercial" in info["LivePortraitLoadFaceDetector"]["input"]["required"]["backend"][1]["tooltip"].lower()
+    assert "non-commercial" in info["LivePortraitLoadFaceDetector"]["input"]["optional"]["backend"][1]["tooltip"].lower()
 
 
 def test_execute_runs_on_a_locked_class(env):
@@ -184,7 +184,7 @@ def test_load_models_layouts_precision_and_cache(env, weights_pth, tmp_path):
     assert list(sets) == [".", "liveportrait/base_models"]
     assert sets["liveportrait/base_models"] == os.path.join(weights_pth, "liveportrait", "base_models")
     info = harness.object_info(env)["LoadLivePortraitModels"]
-    assert info["input"]["required"]["weights"][1]["options"] == ["auto", ".", "liveportrait/base_models"]
+    assert info["input"]["optional"]["weights"][1]["options"] == ["auto", ".", "liveportrait/base_models"]
 
     (auto,) = run(env, "LoadLivePortraitModels", weights="auto", precision="auto", download_from_hub="never")
     assert auto.dtype == torch.float32 and auto.landmark_path.endswith("landmark.onnx")
@@ -481,3 +481,47 @@ def test_models_visit_the_compute_device_and_are_parked_after(pack, monkeypatch)
             raise mm.InterruptProcessingException()
     assert fake.moves == ["cuda:0", "cpu"]
     assert mm.calls[0] == ("free_memory", 1024, "cuda:0") and mm.calls[-1] == ("soft_empty_cache",)
+
+
+def test_widgets_are_optional_with_the_same_defaults_in_execute(pack):
+    """API prompts may omit widget values: every widget is optional and execute's default equals the
+    schema default, so an omitted widget behaves exactly like an untouched one."""
+    import inspect
+
+    for nid, cls in pack[1].items():
+        schema = cls.GET_SCHEMA()
+        params = inspect.signature(cls.execute).parameters
+        for i in schema.inputs:
+            if not hasattr(i, "default") or i.id == "template":
+                continue
+            assert i.optional, (nid, i.id)
+            assert params[i.id].default == i.default, (nid, i.id, params[i.id].default, i.default)
+        for i in schema.inputs:  # optional sockets default to None
+            if i.optional and not hasattr(i, "default"):
+                assert params[i.id].default is None, (nid, i.id)
+
+
+def test_an_api_prompt_with_only_the_links_runs(env, graph):
+    g = graph
+    prompt = {"1": {"class_type": "LoadLivePortraitModels", "inputs": {}},
+              "2": {"class_type": "LivePortraitLoadFaceDetector", "inputs": {}},
+              "3": {"class_type": "LivePortraitCropFace", "inputs": {"image": ["9", 0], "models": ["1", 0],
+                                                                     "detector": ["2", 0]}},
+              "4": {"class_type": "LivePortraitExtractMotion", "inputs": {"models": ["1", 0], "faces": ["3", 0]}},
+              "5": {"class_type": "LivePortraitSaveMotion", "inputs": {"motion": ["4", 0]}}}
+
+    from comfy_api.latest import io
+
+    class PhotoNode(io.ComfyNode):  # a tiny source node handing over the photo
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(node_id="Photo", inputs=[], outputs=[io.Image.Output()])
+
+        @classmethod
+        def execute(cls):
+            return io.NodeOutput(g["photo"])
+
+    prompt["9"] = {"class_type": "Photo", "inputs": {}}
+    results = harness.execute_prompt(prompt, {**env, "Photo": PhotoNode})
+    assert "saved 1 frames" in results["5"].ui.as_dict()["text"][0]
+    assert len(results["3"].args[0]) == 1
