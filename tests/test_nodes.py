@@ -525,3 +525,45 @@ def test_an_api_prompt_with_only_the_links_runs(env, graph):
     results = harness.execute_prompt(prompt, {**env, "Photo": PhotoNode})
     assert "saved 1 frames" in results["5"].ui.as_dict()["text"][0]
     assert len(results["3"].args[0]) == 1
+
+
+def test_download_when_missing_and_offline_error(tmp_path, pack, weights_st, monkeypatch):
+    """No weights + download_from_hub: files fetched into models/liveportrait (hub faked with the synthetic
+    files), with progress on the node; offline: the core's error naming the folder and files."""
+    import shutil
+
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, local_dir=None, **kw):
+        calls.append((repo_id, filename))
+        dst = os.path.join(local_dir, filename)
+        if filename == "landmark.onnx":
+            landmark_standin(dst)
+        else:
+            shutil.copy(os.path.join(weights_st, filename), dst)
+        return dst
+
+    folder_paths.reset(str(tmp_path / "dl"))
+    sub(pack[0], "nodes.comfy").register_model_folders()
+    comfy.utils.PROGRESS_EVENTS.clear()
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    (models,) = run(pack[1], "LoadLivePortraitModels", weights="auto", precision="fp32",
+                    download_from_hub="Kijai/LivePortrait_safetensors")
+    lp = os.path.join(folder_paths.models_dir, "liveportrait")
+    assert {r for r, _ in calls} == {"Kijai/LivePortrait_safetensors"} and len(calls) == 6
+    assert os.path.realpath(models.source) == os.path.realpath(lp) and models.landmark_path
+    assert comfy.utils.PROGRESS_EVENTS[-1][:2] == (6, 6)
+
+    def offline(*a, **k):
+        raise OSError("offline: no route to huggingface.co")
+
+    folder_paths.reset(str(tmp_path / "offline"))
+    sub(pack[0], "nodes.comfy").register_model_folders()
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(ValueError) as e:
+        run(pack[1], "LoadLivePortraitModels", weights="auto", precision="fp32", download_from_hub="KwaiVGI/LivePortrait")
+    msg = str(e.value)
+    assert type(e.value).__name__ == "WeightsError"
+    assert os.path.join(folder_paths.models_dir, "liveportrait") in msg and "warping_module.pth" in msg
