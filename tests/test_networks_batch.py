@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import synth_weights
-from networks_fixtures import reference
+from networks_fixtures import planes_to_f16, reference
 from test_networks_parity import build, image_batch
 from liveportrait_core.networks.blocks import SameBlock2d, SNConv2d
 from liveportrait_core.networks.warping_module import coordinate_grid
@@ -122,3 +122,37 @@ def test_f_and_m_run_in_reduced_precision(two_images, dtype):
             # error relative to the output's scale
             rel = (lo.float() - r).abs().max() / r.abs().max()
             assert rel < tol, (name, float(rel))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_w_and_g_run_in_reduced_precision(dtype):
+    """W and G cast to `dtype`, on the fixture inputs, against the float32 fixture outputs."""
+    ref_w, full_w = reference("warping_module")
+    ref_g, _ = reference("spade_generator")
+    feature_g = torch.from_numpy(planes_to_f16(ref_g["feature_f16_planes"],
+                                               tuple(ref_g["feature_shape"])).astype(np.float32))
+    if full_w is not None:
+        feature_w = torch.from_numpy(full_w["feature_3d_f16"].astype(np.float32))
+    else:
+        with torch.no_grad():
+            feature_w = build("appearance_feature_extractor")(
+                image_batch(reference("appearance_feature_extractor")[0]["input_u8"])).half().float()
+    w = build("warping_module").to(dtype)
+    g = build("spade_generator").to(dtype)
+    with torch.no_grad():
+        o = w(feature_w.to(dtype), kp_source=torch.from_numpy(ref_w["kp_source"]).to(dtype),
+              kp_driving=torch.from_numpy(ref_w["kp_driving"]).to(dtype))
+        img = g(feature_g.to(dtype))
+    assert o["out"].dtype == dtype and img.dtype == dtype
+    out_err = (o["out"][:, ::2, ::5, ::5].float().numpy() - ref_w["out_sub"])
+    occ_err = (o["occlusion_map"].float().numpy() - ref_w["occlusion_map"])
+    def_err = (o["deformation"][:, ::3, ::5, ::5].float().numpy() - ref_w["deformation_sub"])
+    img_err = (img[:, :, ::5, ::5].float().numpy() - ref_g["output_sub"])
+    # Bounds ≈ 3× the errors measured here (bf16: out 5e-3, occ 4e-3, deformation 4.5e-3 ≈ 0.14 px,
+    # image max 0.09 / mean 0.009; fp16 about 10× smaller), far below what a wrong op would give.
+    lim = {torch.bfloat16: (0.02, 0.012, 0.015, 0.25, 0.025),
+           torch.float16: (0.003, 0.0012, 0.002, 0.03, 0.003)}[dtype]
+    assert np.abs(out_err).max() < lim[0]
+    assert np.abs(occ_err).max() < lim[1]
+    assert np.abs(def_err).max() < lim[2]
+    assert np.abs(img_err).max() < lim[3] and np.abs(img_err).mean() < lim[4]

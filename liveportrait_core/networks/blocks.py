@@ -5,9 +5,10 @@ spectral-normalised convs always use the eval-mode weight, whatever `module.trai
 forgotten `.eval()` can neither change results nor mutate buffers.
 
 Precision policy for modules cast to float16 / bfloat16 (`.to(dtype)`): convolutions and linear
-layers run in the module dtype (except float16 on CPU, see `Conv2d`); reductions that are numerically sensitive (layer / instance norm
-statistics, GRN norms, the spectral-norm divisor) are computed in float32 and cast back.
-In float32 every block performs exactly the reference's operations in the reference's order.
+layers run in the module dtype (except float16 on CPU, see `Conv2d`); numerically sensitive
+reductions (layer-norm statistics, GRN norms, the spectral-norm divisor) are computed in float32
+and cast back (instance norm: PyTorch already accumulates in float32). Outputs keep the input
+dtype. In float32 every block performs the reference's operations in the reference's order.
 """
 from __future__ import annotations
 
