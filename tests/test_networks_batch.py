@@ -156,3 +156,12 @@ def test_w_and_g_run_in_reduced_precision(dtype):
     assert np.abs(occ_err).max() < lim[1]
     assert np.abs(def_err).max() < lim[2]
     assert np.abs(img_err).max() < lim[3] and np.abs(img_err).mean() < lim[4]
+
+
+def test_warping_module_rejects_mismatched_keypoints():
+    from liveportrait_core.errors import InputError
+    from liveportrait_core.networks import WarpingModule
+    w = WarpingModule()
+    f = torch.zeros(2, 32, 16, 64, 64)
+    with pytest.raises(InputError, match="kp_driving must have shape \\(2, 21, 3\\)"):
+        w(f, kp_source=torch.zeros(2, 21, 3), kp_driving=torch.zeros(1, 21, 3))

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .blocks import BatchNorm3d, Conv2d, Conv3d, DownBlock3d, SameBlock2d, UpBlock3d, upcast
 
 NUM_KP = 21
@@ -142,6 +143,11 @@ class WarpingModule(nn.Module):
 
     def forward(self, feature_3d: torch.Tensor, kp_source: torch.Tensor,
                 kp_driving: torch.Tensor) -> dict[str, torch.Tensor]:
+        b = feature_3d.shape[0]
+        for name, kp in (("kp_source", kp_source), ("kp_driving", kp_driving)):
+            if tuple(kp.shape) != (b, NUM_KP, 3):
+                raise InputError(f"WarpingModule: {name} must have shape ({b}, {NUM_KP}, 3) to match "
+                                 f"feature_3d's batch, got {tuple(kp.shape)}")
         dtype = feature_3d.dtype
         dense = self.dense_motion_network(feature_3d, kp_driving=kp_driving, kp_source=kp_source)
         deformation = dense["deformation"]
