@@ -35,34 +35,39 @@ def _cpu_half(x: torch.Tensor) -> bool:
 # back to float16. Other dtypes / devices call the stock implementation unchanged.
 
 
-class Conv2d(nn.Conv2d):
+class _CpuHalfAsFloat:
+    """Mixin for a torch layer with `weight`/`bias`: on CPU, float16 input computes in float32
+    from the float16-stored weights and rounds the result back; anything else is unchanged."""
+
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _cpu_half(x):
+            b = None if self.bias is None else self.bias.float()
+            return self._apply_weight(x.float(), self.weight.float(), b).half()
+        return self._apply_weight(x, self.weight, self.bias)
+
+
+class Conv2d(_CpuHalfAsFloat, nn.Conv2d):
     """`nn.Conv2d` (same keys, same float32/bfloat16 behaviour); CPU float16 computes in float32."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _cpu_half(x):
-            b = None if self.bias is None else self.bias.float()
-            return self._conv_forward(x.float(), self.weight.float(), b).half()
-        return super().forward(x)
+    def _apply_weight(self, x, weight, bias):
+        return self._conv_forward(x, weight, bias)
 
 
-class Conv3d(nn.Conv3d):
+class Conv3d(_CpuHalfAsFloat, nn.Conv3d):
     """`nn.Conv3d` (same keys, same float32/bfloat16 behaviour); CPU float16 computes in float32."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _cpu_half(x):
-            b = None if self.bias is None else self.bias.float()
-            return self._conv_forward(x.float(), self.weight.float(), b).half()
-        return super().forward(x)
+    def _apply_weight(self, x, weight, bias):
+        return self._conv_forward(x, weight, bias)
 
 
-class Linear(nn.Linear):
+class Linear(_CpuHalfAsFloat, nn.Linear):
     """`nn.Linear` (same keys, same float32/bfloat16 behaviour); CPU float16 computes in float32."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _cpu_half(x):
-            b = None if self.bias is None else self.bias.float()
-            return F.linear(x.float(), self.weight.float(), b).half()
-        return super().forward(x)
+    def _apply_weight(self, x, weight, bias):
+        return F.linear(x, weight, bias)
 
 
 # --------------------------------------------------------------------------------------------
