@@ -338,26 +338,9 @@ def _compose_sequence(src: Motion, drv: Motion, d0: Motion, drv_idx: torch.Tenso
             x_d = x_d + eye_d0
     else:
         out = x_s if rel else x_d
-        if o.eye_retargeting:
-            c_s = _need(src.eye_ratio, "eye retargeting", "source eye ratios")
-            if o.target_eye_ratio is not None:
-                c_d = _ratio_target(o.target_eye_ratio, drv_idx, n_drv, "target_eye_ratio")
-            else:
-                c_d = _need(drv.eye_ratio, "eye retargeting", "driving eye ratios", driving=True)[:, 0]
-            ratio = torch.cat([c_s, c_d.reshape(n, 1)], 1)
-            d = _mlp(mlps.eye, x_s, ratio, mlps).reshape(n, NUM_KP, 3)
-            _record(trace, "eye", frames, ratio, d)
-            out = out + d
-        if o.lip_retargeting:
-            c_s = _need(src.lip_ratio, "lip retargeting", "source lip ratio")
-            if o.target_lip_ratio is not None:
-                c_d = _ratio_target(o.target_lip_ratio, drv_idx, n_drv, "target_lip_ratio")
-            else:
-                c_d = _need(drv.lip_ratio, "lip retargeting", "driving lip ratios", driving=True)[:, 0]
-            ratio = torch.cat([c_s, c_d.reshape(n, 1)], 1)
-            d = _mlp(mlps.lip, x_s, ratio, mlps).reshape(n, NUM_KP, 3)
-            _record(trace, "lip", frames, ratio, d)
-            out = out + d
+        for kind, on in (("eye", o.eye_retargeting), ("lip", o.lip_retargeting)):
+            if on:
+                out = out + _retarget_delta(kind, src, drv, x_s, drv_idx, n_drv, o, mlps, trace, frames)
         x_d = out
         if stitch:
             if trace is not None:
@@ -366,6 +349,26 @@ def _compose_sequence(src: Motion, drv: Motion, d0: Motion, drv_idx: torch.Tenso
 
     x_d = x_s + (x_d - x_s) * o.driving_multiplier
     return x_s, x_d
+
+
+def _retarget_delta(kind: str, src: Motion, drv: Motion, x_s: torch.Tensor, drv_idx: torch.Tensor,
+                    n_drv: int, o: ComposeOptions, mlps, trace: Optional[dict],
+                    frames: torch.Tensor) -> torch.Tensor:
+    """Eye (kind 'eye') or lip retargeting delta [n,21,3] = MLP([x_s, source ratios, target])."""
+    eye = kind == "eye"
+    feature = f"{kind} retargeting"
+    c_s = _need(src.eye_ratio if eye else src.lip_ratio, feature,
+                "source eye ratios" if eye else "source lip ratio")
+    target = o.target_eye_ratio if eye else o.target_lip_ratio
+    if target is not None:
+        c_d = _ratio_target(target, drv_idx, n_drv, f"target_{kind}_ratio")
+    else:  # the reference's eye target is the driving frame's LEFT eye ratio only
+        c_d = _need(drv.eye_ratio if eye else drv.lip_ratio, feature, f"driving {kind} ratios",
+                    driving=True)[:, 0]
+    ratio = torch.cat([c_s, c_d.reshape(-1, 1)], 1)
+    d = _mlp(mlps.eye if eye else mlps.lip, x_s, ratio, mlps).reshape(-1, NUM_KP, 3)
+    _record(trace, kind, frames, ratio, d)
+    return d
 
 
 def _need(value: Optional[torch.Tensor], feature: str, what: str, driving: bool = False) -> torch.Tensor:
