@@ -70,6 +70,21 @@ class FaceDetector:
         return self.detect(image_rgb_u8)
 
 
+def shrink_to(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Shrink `img` (INTER_AREA) so its longer side is at most `max_side` (0 = never).
+
+    Returns (image, s) with s the scale applied: detections map back to the input by `/ s`.
+    """
+    h, w = img.shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return img, 1.0
+    import cv2
+
+    s = max_side / max(h, w)
+    return cv2.resize(img, (max(round(w * s), 1), max(round(h * s), 1)),
+                      interpolation=cv2.INTER_AREA), s
+
+
 def order_faces(faces: Sequence[DetectedFace], order: str = "large-small") -> List[DetectedFace]:
     """Sort faces by the reference's `direction` rules (stable sort).
 

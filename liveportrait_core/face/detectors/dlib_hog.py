@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ...errors import WeightsError
-from .base import DetectedFace, FaceDetector
+from .base import DetectedFace, FaceDetector, shrink_to
 
 
 def dlib_available() -> bool:
@@ -80,11 +80,7 @@ class DlibHogDetector(FaceDetector):
 
     def _scan(self, img: np.ndarray, max_side: int, upsample: int) -> List[DetectedFace]:
         h, w = img.shape[:2]
-        s = 1.0
-        if max_side > 0 and max(h, w) > max_side:
-            s = max_side / max(h, w)
-            img = cv2.resize(img, (max(round(w * s), 1), max(round(h * s), 1)),
-                             interpolation=cv2.INTER_AREA)
+        img, s = shrink_to(img, max_side)
         rects, scores, _ = self._det.run(img, upsample, self.det_thresh)
         faces = []
         for r, sc in zip(rects, scores):

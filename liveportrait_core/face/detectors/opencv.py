@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ...errors import WeightsError
-from .base import DetectedFace, FaceDetector
+from .base import DetectedFace, FaceDetector, shrink_to
 
 CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -66,11 +66,7 @@ class HaarDetector(FaceDetector):
 
     def _detect(self, img: np.ndarray) -> List[DetectedFace]:
         h, w = img.shape[:2]
-        s = 1.0
-        if self.max_side > 0 and max(h, w) > self.max_side:
-            s = self.max_side / max(h, w)
-            img = cv2.resize(img, (max(round(w * s), 1), max(round(h * s), 1)),
-                             interpolation=cv2.INTER_AREA)
+        img, s = shrink_to(img, self.max_side)
         grey = cv2.equalizeHist(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
         boxes, counts = self._clf.detectMultiScale2(grey, scaleFactor=1.1,
                                                      minNeighbors=self.min_neighbors,

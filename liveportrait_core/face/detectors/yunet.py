@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ...errors import WeightsError
-from .base import DetectedFace, FaceDetector
+from .base import DetectedFace, FaceDetector, shrink_to
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 YUNET_REPO = "opencv/face_detection_yunet"
@@ -85,11 +85,7 @@ class YuNetDetector(FaceDetector):
 
     def _detect(self, img: np.ndarray) -> List[DetectedFace]:
         h, w = img.shape[:2]
-        s = 1.0
-        if self.max_side > 0 and max(h, w) > self.max_side:
-            s = self.max_side / max(h, w)
-            img = cv2.resize(img, (max(round(w * s), 1), max(round(h * s), 1)),
-                             interpolation=cv2.INTER_AREA)
+        img, s = shrink_to(img, self.max_side)
         self._det.setInputSize((img.shape[1], img.shape[0]))
         _, rows = self._det.detect(np.ascontiguousarray(img[:, :, ::-1]))
         faces = []
