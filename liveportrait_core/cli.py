@@ -1,4 +1,4 @@
-"""Command line: `python -m liveportrait_core animate …` and `… extract-motion …`.
+"""Command line: `python -m liveportrait_core animate …`, `… extract-motion …`, `… download-weights …`.
 
 Every user error ends with one line on stderr ("error: …") and exit code 2 (bad arguments)
 or 1 (bad input files / weights / no face); nothing is left at the output path.
@@ -127,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--driving", "-d", required=True, metavar="VIDEO", help="driving video, image or image folder")
     e.add_argument("--output", "-o", required=True, metavar="T.pkl|T.lpmotion.safetensors", help="template to write")
     _common(e)
+
+    w = sub.add_parser("download-weights", help="fetch the LivePortrait weights from the Hugging Face hub",
+                       description="Download the missing LivePortrait weight files into DIR (nothing is "
+                                   "fetched when the set is complete). Needs huggingface_hub and a network.")
+    w.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="DIR",
+                   help=f"folder to fill (default: $LIVEPORTRAIT_WEIGHTS or ./pretrained_weights, now {DEFAULT_WEIGHTS!r})")
+    w.add_argument("--layout", choices=["safetensors", "pth"], default="safetensors",
+                   help="safetensors: flat files of the safetensors conversion; pth: the reference tree (default: safetensors)")
+    w.add_argument("--animal", action="store_true", help="the animal weights instead of the human ones")
     return parser
 
 
@@ -145,6 +154,11 @@ def _tqdm_progress(total: int, desc: str):
 
 
 def _run(args) -> int:
+    if args.command == "download-weights":
+        from .hub import download_models
+
+        print(download_models(args.weights, layout=args.layout, animal=args.animal))
+        return 0
     from .animate import FaceOptions, RunOptions, animate_files, extract_motion_file, load_models_for
     from .compose import ComposeOptions
 

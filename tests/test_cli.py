@@ -142,3 +142,43 @@ def test_default_run_crops_the_face_and_pastes_back(capsys, inputs, tmp_path, we
     # only a face-sized region changed, the rest of the photo is untouched
     assert 0.02 < changed.mean() < 0.6, changed.mean()
     assert (ys.max() - ys.min()) < 0.9 * h and (xs.max() - xs.min()) < 0.9 * w
+
+
+def test_download_weights_command(capsys, monkeypatch, tmp_path, weights_st):
+    """download-weights fetches every missing file of the flat layout; offline → one clear line."""
+    import huggingface_hub
+
+    from liveportrait_core.weights import load_models
+
+    folder = str(tmp_path / "models" / "liveportrait")
+    fetched = []
+
+    def offline(repo_id, filename, **kwargs):
+        raise OSError("Cannot reach https://huggingface.co: offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    code, err = _run(capsys, "download-weights", "--weights", folder)
+    # one message (it lists the files, one per line), no traceback
+    assert code == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert "Kijai/LivePortrait_safetensors" in err.splitlines()[0]
+    assert f"{folder}/spade_generator.safetensors" in err  # the exact file and where it goes
+
+    def fake(repo_id, filename, *, local_dir=None, **kwargs):
+        fetched.append((repo_id, filename))
+        dst = os.path.join(local_dir, filename)
+        src = os.path.join(weights_st, filename)
+        if os.path.exists(src):
+            os.symlink(src, dst)
+        else:  # landmark.onnx is not part of the synthetic set
+            open(dst, "wb").close()
+        return dst
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    assert _run(capsys, "download-weights", "--weights", folder)[0] == 0
+    assert [f for _, f in fetched][:5] == [f"{n}.safetensors" for n in (
+        "appearance_feature_extractor", "motion_extractor", "warping_module", "spade_generator",
+        "stitching_retargeting_module")]
+    assert {r for r, _ in fetched} == {"Kijai/LivePortrait_safetensors"}
+    assert load_models(folder).stitching_retargeting is not None
+    fetched.clear()
+    assert _run(capsys, "download-weights", "--weights", folder)[0] == 0 and fetched == []
