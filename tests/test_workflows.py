@@ -14,36 +14,18 @@ import shutil
 
 import pytest
 
-from conftest import REPO_DIR
 from comfy_stub import harness
 
 harness.install()
 import core_nodes  # noqa: E402  (stand-ins for LoadImage, LoadVideo, … with their 0.33 schemas)
 import folder_paths  # noqa: E402
 
-from test_nodes import EXAMPLES, activate, landmark_standin  # noqa: E402,F401  (shared setup)
+from nodes_testing import EXAMPLES, activate, pack, tree  # noqa: E402,F401  (shared fixtures)
 
 WORKFLOWS = sorted(glob.glob(os.path.join(EXAMPLES, "*.json")))
 FILE_WIDGETS = {"LoadImage": "image", "LoadVideo": "file", "LivePortraitLoadMotion": "template"}
 REQUIRED = {"liveportrait_image_to_video", "liveportrait_image_to_video_template",
             "liveportrait_video_to_video", "liveportrait_upscale_before_paste"}
-
-
-@pytest.fixture(scope="module")
-def pack():
-    return harness.load_pack(REPO_DIR)
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory, pack, weights_st):
-    base = str(tmp_path_factory.mktemp("comfy_wf"))
-    folder_paths.reset(base)
-    lp = os.path.join(folder_paths.models_dir, "liveportrait")
-    os.makedirs(lp)
-    for f in os.listdir(weights_st):
-        os.symlink(os.path.join(weights_st, f), os.path.join(lp, f))
-    landmark_standin(os.path.join(lp, "landmark.onnx"))
-    return base
 
 
 @pytest.fixture
