@@ -121,9 +121,9 @@ class Animator:
             if self.dtype == torch.float32 and self.precision == "exact":
                 self._nets = {k: v.eval().to(self.device) for k, v in raw.items()}
             else:
-                # channels-last helps the 3-D convolutions of F and W; G's instance norms upcast
-                # to float32 and back, which is faster in the default layout (measured here).
-                self._nets = {k: prepare_network(v, self.dtype, self.device, memory_channels_last=k != "G")
+                # channels-last speeds up every network's convolutions; fast.py swaps G's SPADE
+                # blocks for layout-keeping ones so the whole decoder stays channels-last.
+                self._nets = {k: prepare_network(v, self.dtype, self.device, memory_channels_last=True)
                               for k, v in raw.items()}
         return self._nets
 
