@@ -7,6 +7,7 @@ torchvision / torchaudio are never installed from here. Manual installs do not n
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -15,6 +16,9 @@ from importlib import metadata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEVER = {"torch", "torchvision", "torchaudio", "torchsde"}
+# Another distribution may already provide the module (a compiled dlib, the non-headless OpenCV):
+# installing the second one on top can break the first, so the import name decides.
+PROVIDES = {"dlib-bin": "dlib", "opencv-python-headless": "cv2"}
 
 
 def _version_tuple(v: str) -> tuple:
@@ -49,6 +53,8 @@ def missing_requirements(path: str = os.path.join(HERE, "requirements.txt")) -> 
                 continue
             name = re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower()
             if name in NEVER or _satisfied(req):
+                continue
+            if name in PROVIDES and importlib.util.find_spec(PROVIDES[name]) is not None:
                 continue
             out.append(req)
     return out

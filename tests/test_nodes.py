@@ -160,6 +160,9 @@ def test_packaging_metadata_and_install_script(tmp_path):
     req.write_text("numpy>=1.0\ntorch>=99\nnumpy>=999\nsurely-not-installed-lp-pkg>=1.0\n# comment\n")
     assert inst.missing_requirements(str(req)) == ["numpy>=999", "surely-not-installed-lp-pkg>=1.0"]
     assert inst.missing_requirements() == []  # this environment has everything: a second run is a no-op
+    # a module already provided by another distribution (compiled dlib, non-headless OpenCV) is kept
+    req.write_text("dlib-bin>=999\nopencv-python-headless>=999\n")
+    assert inst.missing_requirements(str(req)) == []
 
 
 def test_precision_auto_follows_comfyui_checks(pack, monkeypatch):
