@@ -196,7 +196,8 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return dev
 
 
-def _check_output(output: str) -> None:
+def check_output_path(output: str) -> None:
+    """Fail early (before any work) when `output` is not a writable video or image path."""
     low = output.lower()
     if not low.endswith(vio.VIDEO_EXTS + vio.IMAGE_EXTS) or low.endswith(".gif"):
         raise InputError(f"output '{output}': use a video name (.mp4) or, for a single frame, an image name (.png/.jpg).")
@@ -211,7 +212,7 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
 
     progress_factory(total, desc) → callable(done, total) (e.g. a tqdm adapter) or None.
     """
-    _check_output(output)
+    check_output_path(output)
     s_kind, d_kind = input_kind(source, "source"), input_kind(driving, "driving")
     run.compose.validate()
     tools = FaceTools(models, run.faces, note)

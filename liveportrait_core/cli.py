@@ -179,9 +179,9 @@ def _run(args) -> int:
             target_eye_ratio=args.target_eye_ratio, target_lip_ratio=args.target_lip_ratio,
             length_policy=args.length_policy)
         run.compose.validate()
-        from .animate import _check_output, input_kind
+        from .animate import check_output_path, input_kind
 
-        _check_output(args.output)  # fail on bad inputs before loading weights
+        check_output_path(args.output)  # fail on bad inputs before loading weights
         if input_kind(args.source, "source") == "template":
             from .errors import InputError
 
