@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import cv2
 import numpy as np
@@ -26,21 +25,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+from _timing import best_ms as _ms  # noqa: E402
 from liveportrait_core.face.detectors import make_detector  # noqa: E402
 from liveportrait_core.face.landmarks import LandmarkRunner  # noqa: E402
 from liveportrait_core.face.pipeline import crop_faces  # noqa: E402
 
 
-def _ms(fn, repeat: int) -> float:
-    """Best-of-`repeat` wall time in ms after 2 warm-up calls."""
-    for _ in range(2):
-        fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1000
 
 
 def _frame() -> np.ndarray:

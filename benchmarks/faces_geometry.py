@@ -8,26 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _timing import best_ms as _ms  # noqa: E402
 from liveportrait_core.face import crop as C  # noqa: E402
 from liveportrait_core.face import paste as P  # noqa: E402
-
-
-def _ms(fn, repeat: int) -> float:
-    """Best-of-`repeat` wall time in ms (the minimum is robust to other processes on the box)."""
-    for _ in range(3):  # warm-up (first calls are several times slower)
-        fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1000
 
 
 def main() -> None:

@@ -104,10 +104,15 @@ def match_faces(tracks: Sequence[np.ndarray], faces: Sequence[DetectedFace]) -> 
             d = np.abs(f.center - c) / (size * 0.8)
             if d.max() <= 1.0 and 0.4 <= fsize / size <= 2.5:
                 pairs.append((float(np.hypot(*d)), t, j))
-    out, used = [-1] * len(tracks), set()
-    for _, t, j in sorted(pairs):
-        if out[t] < 0 and j not in used:
-            out[t] = j
+    return _greedy_assign(pairs, len(tracks))
+
+
+def _greedy_assign(pairs: List[tuple], n: int) -> List[int]:
+    """(cost, i, j) candidates → for each of n items the j of its cheapest free pair, or -1."""
+    out, used = [-1] * n, set()
+    for _, i, j in sorted(pairs):
+        if out[i] < 0 and j not in used:
+            out[i] = j
             used.add(j)
     return out
 
@@ -134,12 +139,7 @@ def _rematch(lost: Sequence[np.ndarray], faces: Sequence[DetectedFace],
             fsize = max(float(f.box[2] - f.box[0]), float(f.box[3] - f.box[1]), 1.0)
             if 0.4 <= fsize / size <= 2.5:
                 pairs.append((float(np.hypot(*(f.center - c))), k, j))
-    out, used = [-1] * len(lost), set()
-    for _, k, j in sorted(pairs):
-        if out[k] < 0 and j not in used:
-            out[k] = j
-            used.add(j)
-    return out
+    return _greedy_assign(pairs, len(lost))
 
 
 def detect_near(detector: FaceDetector, frame: np.ndarray, tracks: Sequence[np.ndarray],
