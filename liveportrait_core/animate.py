@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from .render import Animator
 
 TEMPLATE_EXTS = (".pkl", ".pickle", ".safetensors")
 NOTE = Callable[[str], None]
-STREAM_CHUNK = 64  # driving frames decoded + extracted at a time when they need no global crop box
+STREAM_CHUNK = 64  # source / driving frames decoded + cropped at a time (see stream_chunk)
 
 
 @dataclass
@@ -104,26 +104,38 @@ class FaceTools:
         return self._detector
 
 
-def _crop_source(frames: np.ndarray, tools: FaceTools, faces: FaceOptions) -> FaceCrops:
-    from .face.pipeline import crop_faces
-
-    if not faces.crop:
-        return crop_faces(frames, None, tools.runner, mode="none", name="source")
-    return crop_faces(frames, tools.detector, tools.runner, purpose="source", scale=faces.scale,
-                      vy=faces.vy, name="source")
+def stream_chunk(batch_size: int) -> int:
+    """Frames decoded + cropped at a time: STREAM_CHUNK rounded down to a multiple of the batch
+    size, so chunked motion extraction runs the very network batches of one pass over all crops."""
+    bs = max(1, int(batch_size))
+    return max(1, STREAM_CHUNK // bs) * bs
 
 
-def _driving_crops(frames: np.ndarray, tools: FaceTools, faces: FaceOptions, crop: bool) -> FaceCrops:
-    from .face.pipeline import crop_faces
+def _iter_crops(read_chunks: Callable[[], Iterable[np.ndarray]], tools: FaceTools, faces: FaceOptions,
+                side: str, crop: bool) -> Iterator[FaceCrops]:
+    """FaceCrops chunk by chunk (`face.pipeline.iter_face_crops`) of the source or driving frames.
 
-    if crop:
-        return crop_faces(frames, tools.detector, tools.runner, purpose="driving", name="driving")
-    return crop_faces(frames, None, tools.runner, mode="none", name="driving")
+    read_chunks() → a fresh iterable of `[B,H,W,3]` uint8 chunks (read twice when cropping).
+    side: 'source' (our scale/vy, rotated crops) or 'driving' (the global box of all frames).
+    """
+    from .face.pipeline import iter_face_crops
+
+    if not crop:
+        return iter_face_crops(read_chunks, None, tools.runner, mode="none", name=side)
+    if side == "source":
+        return iter_face_crops(read_chunks, tools.detector, tools.runner, purpose="source",
+                               scale=faces.scale, vy=faces.vy, name="source")
+    return iter_face_crops(read_chunks, tools.detector, tools.runner, purpose="driving", name="driving")
 
 
 def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptions, note: NOTE,
                    progress=None):
-    """Motion of the driving input (template, image, video or image folder)."""
+    """Motion of the driving input (template, image, video or image folder).
+
+    Videos are streamed (`vio.iter_chunks`): only one chunk of frames and the Motion are held;
+    with the global crop box the file is read twice (tracking, then crops + motion).
+    progress(frames done, None) after every chunk, then (F, F).
+    """
     from .motion import Motion
     from .templates import load_motion
 
@@ -138,30 +150,49 @@ def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptio
     if not run.faces.crop and not square:
         note(f"driving frames are {info.size[0]}x{info.size[1]} and get squeezed to 256x256 (--no-crop).")
     fps = info.fps if kind == "video" else vio.DEFAULT_FPS
-    if crop:  # the driving crop box is the mean over all frames: needs every frame
-        frames, _ = vio.read_frames(path, run.max_frames)
-        return extract_motion(models, _driving_crops(frames, tools, run.faces, True), fps, run.batch_size)
+    chunk = stream_chunk(run.batch_size)
     parts: List[Motion] = []
-    buf: List[np.ndarray] = []
-    for f in vio.iter_frames(path, run.max_frames):
-        buf.append(f)
-        if len(buf) == STREAM_CHUNK:
-            parts.append(extract_motion(models, _driving_crops(np.stack(buf), tools, run.faces, False), fps, run.batch_size))
-            buf = []
-            if progress is not None:
-                progress(len(parts) * STREAM_CHUNK, None)
-    if buf:
-        parts.append(extract_motion(models, _driving_crops(np.stack(buf), tools, run.faces, False), fps, run.batch_size))
+    done = 0
+    for fc in _iter_crops(lambda: vio.iter_chunks(path, chunk, run.max_frames), tools, run.faces,
+                          "driving", crop):
+        parts.append(extract_motion(models, fc, fps, run.batch_size))
+        done += len(fc)
+        if progress is not None:
+            progress(done, None)
     m = parts[0] if len(parts) == 1 else Motion.concat(parts)
-    m.frame_index = torch.arange(len(m))
     if progress is not None:
         progress(len(m), len(m))
     return m
 
 
-def read_source(path: str, kind: str, run: RunOptions) -> tuple:
-    """Source frames [F,H,W,3] uint8 (images shrunk to source_max_dim, even sizes) and fps."""
+class SourceFrames:
+    """The source frames for paste-back, by index: a still image held in memory, or a video /
+    image folder re-read on demand (`vio.FrameReader`), so a long source video is never held."""
+
+    def __init__(self, image: Optional[np.ndarray] = None, path: Optional[str] = None,
+                 max_frames: Optional[int] = None):
+        self.image = image
+        self.reader = None if image is not None else vio.FrameReader(path, max_frames)
+
+    def chunk(self, index: np.ndarray) -> np.ndarray:
+        """Frames `[B,H,W,3]` uint8 for source frame indices `[B]` (one broadcast frame for an image)."""
+        if self.image is not None:
+            return self.image[None]
+        return np.stack([self.reader[i] for i in index])
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+
+def source_crops(path: str, kind: str, tools: FaceTools, run: RunOptions) -> tuple:
+    """Source face crops, fps and the frames to paste back into: (FaceCrops, fps, SourceFrames).
+
+    A still image is shrunk to source_max_dim (even sizes) when cropping; a video or folder is
+    streamed twice (tracking, then crops) and only its 256² crops are kept.
+    """
     from .face.crop import resize_to_limit
+    from .face.pipeline import concat_crops
 
     if kind == "template":
         raise InputError(f"source '{path}' is a motion template; the source must be an image, a video or a folder of images.")
@@ -169,9 +200,13 @@ def read_source(path: str, kind: str, run: RunOptions) -> tuple:
         img = vio.read_image(path)
         if run.faces.crop:
             img = resize_to_limit(img, run.faces.source_max_dim, 2)
-        return img[None], vio.DEFAULT_FPS
-    frames, fps = vio.read_frames(path, run.max_frames)
-    return frames, fps
+        crops = concat_crops(list(_iter_crops(lambda: [img[None]], tools, run.faces, "source", run.faces.crop)))
+        return crops, vio.DEFAULT_FPS, SourceFrames(image=img)
+    fps = vio.probe(path).fps
+    chunk = stream_chunk(run.batch_size)
+    parts = list(_iter_crops(lambda: vio.iter_chunks(path, chunk, run.max_frames), tools, run.faces,
+                             "source", run.faces.crop))
+    return concat_crops(parts), fps, SourceFrames(path=path, max_frames=run.max_frames)
 
 
 def load_models_for(weights: str, device: str):
@@ -216,8 +251,7 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
     s_kind, d_kind = input_kind(source, "source"), input_kind(driving, "driving")
     run.compose.validate()
     tools = FaceTools(models, run.faces, note)
-    frames, src_fps = read_source(source, s_kind, run)
-    src_crops = _crop_source(frames, tools, run.faces)
+    src_crops, src_fps, src_frames = source_crops(source, s_kind, tools, run)
     src_motion = extract_motion(models, src_crops, src_fps, run.batch_size)
     drv_prog = progress_factory(None, "driving motion") if progress_factory is not None else None
     drv_motion = driving_motion(driving, d_kind, models, tools, run, note, drv_prog)
@@ -250,23 +284,25 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
                 yield chunk.numpy()
             else:
                 items = plan.source_index[done:done + b]
-                frame_idx = src_crops.frame_index[items].numpy()
-                base = frames[:1] if frames.shape[0] == 1 else frames[frame_idx]
+                base = src_frames.chunk(src_crops.frame_index[items].numpy())
                 out, _ = paste_back(base, chunk.numpy(), src_crops.M_c2o[items].numpy(),
                                     into=np.arange(b))
                 yield out
             done += b
 
-    if is_image_out:
-        img = np.concatenate(list(finished(chunks)))
-        return vio.write_image(output, img[0])
-    fps = plan.fps if plan.fps and plan.fps > 0 else vio.DEFAULT_FPS
-    with vio.VideoWriter(output, fps, audio_from=audio) as writer:
-        for w in writer.warnings:
-            note(w)
-        for out in finished(chunks):
-            writer.write(out)
-    return output
+    try:
+        if is_image_out:
+            img = np.concatenate(list(finished(chunks)))
+            return vio.write_image(output, img[0])
+        fps = plan.fps if plan.fps and plan.fps > 0 else vio.DEFAULT_FPS
+        with vio.VideoWriter(output, fps, audio_from=audio) as writer:
+            for w in writer.warnings:
+                note(w)
+            for out in finished(chunks):
+                writer.write(out)
+        return output
+    finally:
+        src_frames.close()
 
 
 def extract_motion_file(driving: str, output: str, models, run: RunOptions, note: NOTE = print,

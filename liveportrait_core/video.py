@@ -190,6 +190,91 @@ def read_frames(path: str, max_frames: Optional[int] = None) -> Tuple[np.ndarray
     return np.stack(frames), info.fps
 
 
+def iter_chunks(path: str, size: int, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
+    """Frames `[B,H,W,3]` uint8 RGB, B = `size` (the last chunk may be shorter), streamed:
+    only one chunk is held. Raises VideoError like `read_frames` (also for no frames at all)."""
+    size = max(1, int(size))
+    buf: List[np.ndarray] = []
+    n = 0
+    for f in iter_frames(path, max_frames):
+        buf.append(f)
+        if len(buf) == size:
+            n += size
+            yield np.stack(buf)
+            buf = []
+    if buf:
+        n += len(buf)
+        yield np.stack(buf)
+    if n == 0:
+        raise VideoError(f"'{path}' has no frames.")
+
+
+class FrameReader:
+    """Frames of a video file or image folder by index, without holding the video.
+
+    `reader[i]` → RGB uint8 `[H,W,3]`. Image folders are read file by file. Video files are
+    decoded sequentially; an index behind the decoder (loop / ping-pong orders) re-opens the
+    file and decodes forward again, keeping the last `window` frames so that stepping backwards
+    (ping-pong) re-opens only once per `window` frames. Memory: `window` frames.
+    Use as a context manager (or call `close()`) to stop the decoder.
+    """
+
+    def __init__(self, path: str, max_frames: Optional[int] = None, window: int = 16):
+        self.path, self.max_frames, self.window = str(path), max_frames, max(1, int(window))
+        self._files = sequence_files(self.path) if os.path.isdir(self.path) else None
+        self._size: Optional[tuple] = None
+        self._it: Optional[Iterator[np.ndarray]] = None
+        self._next = 0  # index of the frame the decoder yields next
+        self._cache: dict = {}  # index → frame, the last `window` decoded frames
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        i = int(i)
+        if i < 0 or (self.max_frames is not None and i >= self.max_frames):
+            raise IndexError(f"frame {i} out of range")
+        if self._files is not None:
+            return self._read_file(i)
+        if i in self._cache:
+            return self._cache[i]
+        if i < self._next:  # behind the decoder: start again, keep the window that ends at i
+            self.close()
+        if self._it is None:
+            self._it, self._next = iter_frames(self.path, self.max_frames), 0
+        while self._next <= i:
+            try:
+                f = next(self._it)
+            except StopIteration:
+                self.close()
+                raise VideoError(f"Video '{self.path}' has no frame {i} (it ended after {self._next} frames).") from None
+            if self._next > i - self.window:
+                self._cache[self._next] = f
+            self._cache.pop(self._next - self.window, None)
+            self._next += 1
+        return self._cache[i]
+
+    def _read_file(self, i: int) -> np.ndarray:
+        if i >= len(self._files):
+            raise VideoError(f"Image sequence '{self.path}' has no frame {i} ({len(self._files)} images).")
+        img = read_image(self._files[i])
+        if self._size is None:
+            self._size = read_image(self._files[0]).shape
+        if img.shape != self._size:
+            raise VideoError(f"Image sequence '{self.path}': '{os.path.basename(self._files[i])}' has another "
+                             "size than the first image. All frames must have the same size.")
+        return img
+
+    def close(self) -> None:
+        """Stop the decoder (the frame window is dropped too)."""
+        if self._it is not None:
+            self._it.close()
+        self._it, self._next, self._cache = None, 0, {}
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 # ---------------------------------------------------------------------------------- writing
 
 

@@ -19,6 +19,7 @@ from liveportrait_core.face.crop import crop_image
 from liveportrait_core.face.detectors import DetectedFace, FaceDetector
 from liveportrait_core.face.landmarks import LandmarkRunner, pseudo_guide
 from liveportrait_core.face.pipeline import crop_faces
+from liveportrait_core.face.tracking import FaceTracker, track_faces
 from face_testing import PHOTOS, lr, offline, photo, runner  # noqa: F401  (fixtures)
 
 
@@ -256,3 +257,51 @@ def test_single_image_with_landmarks_and_none_mode(offline, runner):
     assert len(fg) == 3 and fg.landmarks.shape == (3, 203, 2)
     assert np.isfinite(fg.landmarks.numpy()).all()
     assert crop_faces(grey, None, None, mode="none").landmarks is None
+
+
+# ------------------------------------------------------------------ incremental tracking
+
+def _same_tracks(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.face_id == w.face_id
+        np.testing.assert_array_equal(g.landmarks, w.landmarks)
+        np.testing.assert_array_equal(g.found, w.found)
+        assert (g.guide106 is None) == (w.guide106 is None)
+
+
+def _fed(frames, splits, *args, **kw):
+    """FaceTracker fed `frames` in chunks of the given lengths (an empty chunk included)."""
+    tracker = FaceTracker(*args, **kw)
+    start = 0
+    for n in splits:
+        tracker.feed(frames[start:start + n])
+        start += n
+    assert start == len(frames)
+    return tracker.finish()
+
+
+def test_incremental_tracker_equals_track_faces():
+    """Chunk after chunk gives what the whole list gives: faceless first frames, a blank frame
+    mid-video, 3 faces moving, and a chunk boundary right at the first face."""
+    frames = np.full((7, 240, 320, 3), 9, np.uint8)
+    frames[:, 0, 0] = np.array([0, 0, 0, 5, 10, 15, 20])[:, None]
+    frames[:2] = 0
+    frames[4] = 0
+    want = track_faces(list(frames), Fixed(BOXES), None, "all", "left-right", 1, "v")
+    assert [t.missing_frames for t in want] == [[0, 1, 4]] * 3
+    for splits in ([2, 0, 3, 2], [1] * 7, [3, 3, 1]):
+        _same_tracks(_fed(list(frames), splits, Fixed(BOXES), None, "all", "left-right", 1, "v"), want)
+    with pytest.raises(FaceNotFoundError, match="any of its 3 frames"):
+        _fed(list(np.zeros((3, 32, 32, 3), np.uint8)), [2, 1], Fixed(BOXES), None, name="v")
+
+
+def test_incremental_tracker_with_landmarks(offline, runner):
+    frames = np.stack(imageio.mimread(os.path.join(PHOTOS, "s18_6f.mp4")))[:5]
+    frames[2] = 0
+    want = track_faces(list(frames), offline, runner)
+    assert want[0].missing_frames == [2]
+    seen = []
+    got = _fed(list(frames), [2, 3], offline, runner, progress=lambda d, t: seen.append((d, t)))
+    _same_tracks(got, want)
+    assert seen == [(i, None) for i in range(1, 6)]  # per frame; total unknown while streaming

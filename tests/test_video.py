@@ -153,3 +153,33 @@ def test_write_image_is_atomic(tmp_path):
     with pytest.raises(VideoError, match="not an image name"):
         vio.write_image(str(tmp_path / "o.mp4"), _frames(1)[0])
     assert not _leftovers(str(tmp_path))
+
+
+def test_chunks_and_frame_reader_by_index(tmp_path, monkeypatch):
+    """iter_chunks = read_frames split; FrameReader serves any index order (loop, ping-pong)
+    from a small window, re-opening the decoder only when it must go back."""
+    out = vio.write_video(str(tmp_path / "v.mp4"), _frames(6), fps=10)
+    whole, _ = vio.read_frames(out)
+    chunks = list(vio.iter_chunks(out, 4))
+    assert [len(c) for c in chunks] == [4, 2]
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+    assert [len(c) for c in vio.iter_chunks(out, 4, max_frames=3)] == [3]
+    with pytest.raises(VideoError, match="no frames"):
+        list(vio.iter_chunks(out, 4, max_frames=0))
+    opened = []
+    real = vio.iter_frames
+    monkeypatch.setattr(vio, "iter_frames", lambda *a: opened.append(a) or real(*a))
+    order = [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 0, 1, 5]
+    with vio.FrameReader(out, window=3) as r:
+        for i in order:
+            np.testing.assert_array_equal(r[i], whole[i])
+        with pytest.raises(VideoError, match="no frame 6"):
+            r[6]
+    # 0…5 one pass; 4, 3 from the window; 2 → re-open (keeps 0…2); 1, 0, 0, 1 from it; 5 decoded on
+    assert len(opened) == 2
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i, f in enumerate(_frames(3)):
+        vio.write_image(str(seq / f"f{i}.png"), f)
+    with vio.FrameReader(str(seq)) as r:
+        np.testing.assert_array_equal(np.stack([r[i] for i in (2, 0, 1)]), vio.read_frames(str(seq))[0][[2, 0, 1]])

@@ -6,7 +6,8 @@ and robustness to frames without a face.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Union
+import dataclasses
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -20,7 +21,7 @@ from .crop import (CROP_SIZE, DRIVING, NETWORK_SIZE, SOURCE, CropPreset, Rect, a
 from .crops import FaceCrops
 from .detectors.base import DetectedFace, FaceDetector
 from .landmarks import LandmarkRunner
-from .tracking import FaceTrack, track_faces
+from .tracking import FaceTrack, FaceTracker, track_faces
 
 PURPOSES = {"source": SOURCE, "driving": DRIVING}
 
@@ -58,6 +59,15 @@ def _preset(purpose, scale, vx, vy) -> CropPreset:
     return CropPreset(p.scale if scale is None else float(scale),
                       p.vx_ratio if vx is None else float(vx),
                       p.vy_ratio if vy is None else float(vy))
+
+
+def _detect_preset(mode: str, detector, purpose, scale, vx, vy, name: str) -> CropPreset:
+    """The crop preset of 'detect' mode, after checking the mode and that a detector is given."""
+    if mode != "detect":
+        raise InputError(f"crop mode {mode!r}: use 'detect' or 'none'.")
+    if detector is None:
+        raise InputError(f"{name}: a face detector is needed to crop (or use crop mode 'none').")
+    return _preset(purpose, scale, vx, vy)
 
 
 def _to_crops(crops, M_c2o, lmk, frame_index, face_id, hw, crop_size, missing, area: bool):
@@ -135,30 +145,96 @@ def crop_faces(frames, detector: Optional[FaceDetector], landmark_runner: Option
     imgs = _frames_u8(frames, name)
     if mode == "none":
         return _crop_none(imgs, detector, landmark_runner, crop_size, order, name, progress)
-    if mode != "detect":
-        raise InputError(f"crop mode {mode!r}: use 'detect' or 'none'.")
-    if detector is None:
-        raise InputError(f"{name}: a face detector is needed to crop (or use crop mode 'none').")
-    p = _preset(purpose, scale, vx, vy)
+    p = _detect_preset(mode, detector, purpose, scale, vx, vy, name)
     tracks: List[FaceTrack] = track_faces(imgs, detector, landmark_runner, face_index, order,
                                           detect_every, name, progress)
-    n_frames, n_faces = len(imgs), len(tracks)
-    mats_o2c = [_matrices(t, n_frames, purpose, p, rotate, smooth, crop_size) for t in tracks]
+    mats_o2c = [_matrices(t, len(imgs), purpose, p, rotate, smooth, crop_size) for t in tracks]
+    return _warp_items(imgs, 0, tracks, mats_o2c, purpose, crop_size, landmark_runner is not None)
+
+
+def _warp_items(imgs: Sequence[np.ndarray], start: int, tracks: List[FaceTrack],
+                mats_o2c: List[np.ndarray], purpose, crop_size: int, with_lmk: bool) -> FaceCrops:
+    """FaceCrops of frames start … start+len(imgs)−1 (global indices into the tracks/matrices)."""
+    n_faces = len(tracks)
     interp = cv2.INTER_LINEAR if purpose == "driving" else cv2.INTER_AREA
-    order_idx = [(f, k) for f in range(n_frames) for k in range(n_faces)]  # frame-major items
+    order_idx = [(start + f, k) for f in range(len(imgs)) for k in range(n_faces)]  # frame-major
     crops, mats, lmks = [], [], []
     for f, k in order_idx:  # one 512² crop at a time (a long video never holds them all)
         M = mats_o2c[k][f]
-        crop = warp(imgs[f], M, (crop_size, crop_size))
+        crop = warp(imgs[f - start], M, (crop_size, crop_size))
         crops.append(crop if crop_size == NETWORK_SIZE else
                      cv2.resize(crop, (NETWORK_SIZE, NETWORK_SIZE), interpolation=interp))
         mats.append(invert(M))
-        if landmark_runner is not None:
+        if with_lmk:
             lmks.append(transform_points(tracks[k].landmarks[f], M))
-    missing = [m for t in tracks for m in t.missing_frames]
-    return _to_crops(crops, mats, lmks if landmark_runner is not None else None,
+    end = start + len(imgs)
+    missing = [m for t in tracks for m in t.missing_frames if start <= m < end]
+    return _to_crops(crops, mats, lmks if with_lmk else None,
                      [f for f, _ in order_idx], [k for _, k in order_idx], imgs[0].shape[:2],
                      crop_size, missing, area=purpose != "driving")
+
+
+def iter_face_crops(read_chunks: Callable[[], Iterable], detector: Optional[FaceDetector],
+                    landmark_runner: Optional[LandmarkRunner], purpose: Union[str, None] = "source",
+                    scale: Optional[float] = None, vx: Optional[float] = None,
+                    vy: Optional[float] = None, face_index: Union[int, str] = 0,
+                    order: str = "large-small", rotate: bool = True, smooth: float = 0.0,
+                    mode: str = "detect", crop_size: int = CROP_SIZE, detect_every: int = 1,
+                    name: str = "video",
+                    progress: Optional[Callable[[int, Optional[int]], None]] = None) -> Iterator[FaceCrops]:
+    """`crop_faces` for a video too long to hold: the same crops, one FaceCrops per chunk.
+
+    read_chunks() must return a fresh iterable of frame chunks ([B,H,W,3] each, any B, the same
+    frames every call): mode 'detect' calls it twice — pass 1 tracks the faces keeping only
+    landmarks (the crop boxes need all of them: smoothing, the driving global box), pass 2 warps
+    the crops. Mode 'none' (frames already are crops) reads once and needs no detector (each
+    frame is then independent). Concatenating the chunks (`concat_crops`) gives exactly what
+    `crop_faces` gives for all frames at once; frame_index is global, missing_frames per chunk.
+    progress(frames done, None) is called after every frame of pass 1 (mode 'none': per chunk).
+    """
+    if mode == "none":
+        if detector is not None:
+            raise InputError(f"{name}: streamed crop mode 'none' tracks no faces; give no detector.")
+        start = 0
+        for chunk in read_chunks():
+            fc = crop_faces(chunk, None, landmark_runner, mode="none", crop_size=crop_size, name=name)
+            yield dataclasses.replace(fc, frame_index=fc.frame_index + start)
+            start += len(fc)
+            if progress:
+                progress(start, None)
+        return
+    p = _detect_preset(mode, detector, purpose, scale, vx, vy, name)
+    tracker = FaceTracker(detector, landmark_runner, face_index, order, detect_every, name, progress)
+    size = None
+    for chunk in read_chunks():
+        imgs = _frames_u8(chunk, name)
+        if size is not None and imgs[0].shape != size:
+            raise InputError(f"{name}: frames of different sizes {sorted({size, imgs[0].shape})}; resize them first.")
+        size = imgs[0].shape
+        tracker.feed(imgs)
+    tracks = tracker.finish()
+    n = tracker.n
+    mats_o2c = [_matrices(t, n, purpose, p, rotate, smooth, crop_size) for t in tracks]
+    start = 0
+    for chunk in read_chunks():
+        imgs = _frames_u8(chunk, name)
+        if start + len(imgs) > n:
+            break
+        yield _warp_items(imgs, start, tracks, mats_o2c, purpose, crop_size, landmark_runner is not None)
+        start += len(imgs)
+    if start != n:
+        raise InputError(f"{name}: the second read gave other frames than the first ({n} frames); "
+                         "the input changed while it was being read.")
+
+
+def concat_crops(parts: Sequence[FaceCrops]) -> FaceCrops:
+    """One FaceCrops from consecutive chunks of the same video (items in order)."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = {k: torch.cat([getattr(c, k) for c in parts]) for k in ("crops", "M_c2o", "frame_index", "face_id")}
+    lmk = None if parts[0].landmarks is None else torch.cat([c.landmarks for c in parts])
+    missing = tuple(sorted(set(m for c in parts for m in c.missing_frames)))
+    return dataclasses.replace(parts[0], landmarks=lmk, missing_frames=missing, **cat)
 
 
 def _matrices(track: FaceTrack, n_frames: int, purpose, p: CropPreset, rotate: bool,

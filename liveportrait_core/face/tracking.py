@@ -20,7 +20,7 @@ Additions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -176,6 +176,100 @@ def detect_near(detector: FaceDetector, frame: np.ndarray, tracks: Sequence[np.n
     return out
 
 
+class FaceTracker:
+    """Incremental `track_faces`: feed frames chunk after chunk, then `finish()`.
+
+    Keeps only per-frame landmarks (never the frames), so a long video can be tracked while it
+    is decoded. Feeding any split of a frame list gives exactly what `track_faces` gives for the
+    whole list. `total`: the number of frames if known (for progress and messages), else None.
+    """
+
+    def __init__(self, detector: FaceDetector, runner: Optional[LandmarkRunner],
+                 face_index: Union[int, str] = 0, order: str = "large-small", detect_every: int = 1,
+                 name: str = "video", progress: Optional[Callable[[int, Optional[int]], None]] = None,
+                 total: Optional[int] = None):
+        self.detector, self.runner = detector, runner
+        self.face_index, self.order, self.detect_every = face_index, order, detect_every
+        self.name, self.progress, self.total = name, progress, total
+        self.calib = getattr(detector, "box_to_extent", DEFAULT_BOX_TO_EXTENT)
+        self.n = 0  # frames fed so far
+        self.first = -1  # first frame with a face
+        self.live: List[_Live] = []
+
+    def feed(self, frames: Iterable[np.ndarray]) -> None:
+        """Track through more frames (RGB uint8 [H,W,3] each, same size as before)."""
+        for frame in frames:
+            if self.first < 0:
+                self._look_for_first(frame)
+            else:
+                self._follow(frame)
+            self.n += 1
+            if self.progress:
+                self.progress(self.n, self.total)
+
+    def finish(self) -> List[FaceTrack]:
+        """One FaceTrack per selected face (face_id 0…n−1 in `order` on the first frame with a
+        face). Raises FaceNotFoundError when no frame had a face."""
+        if self.first < 0:
+            n = self.n
+            raise FaceNotFoundError(
+                f"{self.name}: no face found in {'the image' if n == 1 else f'any of its {n} frames'}. "
+                "Use a picture where a face is clearly visible (frontal, not tiny), or another "
+                "face detector.")
+        return [FaceTrack(k, np.stack(t.per_frame).astype(np.float32), np.array(t.found, bool),
+                          t.guide106) for k, t in enumerate(self.live)]
+
+    def _look_for_first(self, frame: np.ndarray) -> None:
+        faces = self.detector.detect(frame)
+        if not faces:
+            return
+        self.first = self.n
+        chosen = select_faces(faces, self.face_index, self.order, self.name)
+        self.live = [_Live() for _ in chosen]
+        for t, f in zip(self.live, chosen):
+            t.lmk = face_landmarks(frame, f, self.runner, self.calib)
+            t.guide106 = None if f.points106 is None else np.asarray(f.points106, np.float32)
+            t.per_frame = [t.lmk] * (self.first + 1)  # frames before the face get its first crop
+            t.found = [False] * self.first + [True]
+
+    def _follow(self, frame: np.ndarray) -> None:
+        live, runner, detector = self.live, self.runner, self.detector
+        i, first, detect_every = self.n, self.first, self.detect_every
+        check = runner is None or (detect_every > 0 and (i - first) % detect_every == 0)
+        if not check:  # the reference: follow every face with the 203-point model
+            for t in live:
+                t.lmk = runner.run(frame, t.lmk)
+                t.found.append(True)
+                t.per_frame.append(t.lmk)
+            return
+        lmks = [t.lmk for t in live]
+        # presence check near the tracked faces (full detection when there is no runner)
+        faces = detector.detect(frame) if runner is None else detect_near(detector, frame, lmks)
+        matches = match_faces(lmks, faces)
+        fresh = [False] * len(live)
+        if min(matches) < 0:  # lost faces: look in the whole frame (they may have moved)
+            full = faces if runner is None else detector.detect(frame)
+            taken = [faces[j].box for j in matches if j >= 0]
+            extra = _rematch([lmks[k] for k, j in enumerate(matches) if j < 0], full, taken)
+            it = iter(extra)
+            for k, j in enumerate(matches):
+                if j < 0:
+                    j2 = next(it)
+                    if j2 >= 0:
+                        faces = list(faces) + [full[j2]]
+                        matches[k], fresh[k] = len(faces) - 1, True
+        for k, (t, j) in enumerate(zip(live, matches)):
+            if j < 0:  # not seen: keep the last landmarks (so the last crop)
+                t.found.append(False)
+            elif runner is None or fresh[k] or not t.found[-1]:  # (re)initialise
+                t.lmk = face_landmarks(frame, faces[j], runner, self.calib)
+                t.found.append(True)
+            else:  # seen: follow with the 203-point model like the reference
+                t.lmk = runner.run(frame, t.lmk)
+                t.found.append(True)
+            t.per_frame.append(t.lmk)
+
+
 def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector,
                 runner: Optional[LandmarkRunner], face_index: Union[int, str] = 0,
                 order: str = "large-small", detect_every: int = 1, name: str = "video",
@@ -185,66 +279,9 @@ def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector,
     Returns one FaceTrack per selected face (face_id 0…n−1 in `order` on the first frame with
     a face). Raises FaceNotFoundError when no frame has a face, or face_index is out of range.
     progress(done, total) is called after every frame (it may raise to cancel).
+    See `FaceTracker` for the same, fed chunk by chunk.
     """
-    n = len(frames)
-    calib = getattr(detector, "box_to_extent", DEFAULT_BOX_TO_EXTENT)
-    first, chosen = -1, []
-    for i in range(n):
-        faces = detector.detect(frames[i])
-        if faces:
-            first, chosen = i, select_faces(faces, face_index, order, name)
-            break
-        if progress:
-            progress(i + 1, n)
-    if first < 0:
-        raise FaceNotFoundError(
-            f"{name}: no face found in {'the image' if n == 1 else f'any of its {n} frames'}. "
-            "Use a picture where a face is clearly visible (frontal, not tiny), or another "
-            "face detector.")
-    live = [_Live() for _ in chosen]
-    for t, f in zip(live, chosen):
-        t.lmk = face_landmarks(frames[first], f, runner, calib)
-        t.guide106 = None if f.points106 is None else np.asarray(f.points106, np.float32)
-        t.per_frame = [t.lmk] * (first + 1)
-        t.found = [False] * first + [True]
-    if progress:
-        progress(first + 1, n)
-    for i in range(first + 1, n):
-        frame = frames[i]
-        check = runner is None or (detect_every > 0 and (i - first) % detect_every == 0)
-        if not check:  # the reference: follow every face with the 203-point model
-            for t in live:
-                t.lmk = runner.run(frame, t.lmk)
-                t.found.append(True)
-                t.per_frame.append(t.lmk)
-        else:
-            lmks = [t.lmk for t in live]
-            # presence check near the tracked faces (full detection when there is no runner)
-            faces = detector.detect(frame) if runner is None else detect_near(detector, frame, lmks)
-            matches = match_faces(lmks, faces)
-            fresh = [False] * len(live)
-            if min(matches) < 0:  # lost faces: look in the whole frame (they may have moved)
-                full = faces if runner is None else detector.detect(frame)
-                taken = [faces[j].box for j in matches if j >= 0]
-                extra = _rematch([lmks[k] for k, j in enumerate(matches) if j < 0], full, taken)
-                it = iter(extra)
-                for k, j in enumerate(matches):
-                    if j < 0:
-                        j2 = next(it)
-                        if j2 >= 0:
-                            faces = list(faces) + [full[j2]]
-                            matches[k], fresh[k] = len(faces) - 1, True
-            for k, (t, j) in enumerate(zip(live, matches)):
-                if j < 0:  # not seen: keep the last landmarks (so the last crop)
-                    t.found.append(False)
-                elif runner is None or fresh[k] or not t.found[-1]:  # (re)initialise
-                    t.lmk = face_landmarks(frame, faces[j], runner, calib)
-                    t.found.append(True)
-                else:  # seen: follow with the 203-point model like the reference
-                    t.lmk = runner.run(frame, t.lmk)
-                    t.found.append(True)
-                t.per_frame.append(t.lmk)
-        if progress:
-            progress(i + 1, n)
-    return [FaceTrack(k, np.stack(t.per_frame).astype(np.float32), np.array(t.found, bool),
-                      t.guide106) for k, t in enumerate(live)]
+    tracker = FaceTracker(detector, runner, face_index, order, detect_every, name, progress,
+                          total=len(frames))
+    tracker.feed(frames)
+    return tracker.finish()
