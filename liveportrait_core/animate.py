@@ -25,7 +25,7 @@ from .render import Animator
 
 TEMPLATE_EXTS = (".pkl", ".pickle", ".safetensors")
 NOTE = Callable[[str], None]
-STREAM_CHUNK = 64  # source / driving frames decoded + cropped at a time (see stream_chunk)
+STREAM_CHUNK = 16  # source / driving frames decoded + cropped at a time (see stream_chunk): 16 × 6 MiB at 1080p
 
 
 @dataclass

@@ -192,19 +192,21 @@ def read_frames(path: str, max_frames: Optional[int] = None) -> Tuple[np.ndarray
 
 def iter_chunks(path: str, size: int, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
     """Frames `[B,H,W,3]` uint8 RGB, B = `size` (the last chunk may be shorter), streamed:
-    only one chunk is held. Raises VideoError like `read_frames` (also for no frames at all)."""
+    each chunk is decoded straight into its own array (no list + stack copy). Raises
+    VideoError like `read_frames` (also for no frames at all)."""
     size = max(1, int(size))
-    buf: List[np.ndarray] = []
-    n = 0
+    buf: Optional[np.ndarray] = None
+    k = n = 0
     for f in iter_frames(path, max_frames):
-        buf.append(f)
-        if len(buf) == size:
-            n += size
-            yield np.stack(buf)
-            buf = []
-    if buf:
-        n += len(buf)
-        yield np.stack(buf)
+        if buf is None:
+            buf = np.empty((size,) + f.shape, np.uint8)
+        buf[k] = f
+        k, n = k + 1, n + 1
+        if k == size:
+            chunk, buf, k = buf, None, 0
+            yield chunk
+    if buf is not None:
+        yield buf[:k]
     if n == 0:
         raise VideoError(f"'{path}' has no frames.")
 
