@@ -13,7 +13,8 @@ Input: the first N frames of ../shared/data/source/s18.mp4 (1280×720), else of 
 clip tests/fixtures/photos/s18_6f.mp4 looped. Networks: synthetic weights (tests/synth_weights.py),
 the offline face detector, no landmark model.
 
-Run: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/streaming.py [--frames 8 16 64]` (about 3 min).
+Run: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/streaming.py [--frames 8 16 64] [--impl whole stream]`
+(about 3 min).
 """
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ def _make_video(path: str, n: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, nargs="+", default=[8, 16, 64])
+    ap.add_argument("--impl", nargs="+", choices=["whole", "stream"], default=["whole", "stream"])
     ap.add_argument("--child", nargs=4, metavar=("KIND", "IMPL", "VIDEO", "WEIGHTS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -115,7 +117,7 @@ def main() -> None:
               "RSS after loading the networks")
         print(f"{'configuration':34s} {'frames':>6s} {'peak':>8s} {'growth':>8s} {'time s':>7s}")
         for kind in ("source", "driving"):
-            for impl in ("whole", "stream"):
+            for impl in a.impl:
                 for n in a.frames:
                     r = subprocess.run([sys.executable, __file__, "--child", kind, impl, videos[n], weights],
                                        capture_output=True, text=True, check=True)

@@ -5,6 +5,12 @@ image, image folder or motion template), crops faces (or takes the inputs as fac
 extracts motion, composes, renders in batches and streams the frames (pasted back into the
 source, or the raw 512² crops) into an mp4 or an image. `extract_motion_file` writes a driving
 input's motion as a template. Both raise `LivePortraitError` subclasses for every bad input.
+
+Videos are never held whole: they are decoded in chunks of `stream_chunk` frames, read twice
+when faces are cropped (pass 1 tracks, keeping landmarks only; pass 2 warps the crops, and for
+the driving side extracts motion chunk by chunk), and paste-back re-reads the source frames by
+index (`SourceFrames`). What grows with length: landmarks, matrices, the source's 256² crops and
+the Motion. Results are those of cropping all frames at once.
 """
 from __future__ import annotations
 

@@ -203,8 +203,8 @@ def iter_chunks(path: str, size: int, max_frames: Optional[int] = None) -> Itera
         buf[k] = f
         k, n = k + 1, n + 1
         if k == size:
-            chunk, buf, k = buf, None, 0
-            yield chunk
+            yield buf
+            buf, k = None, 0  # drop it before the next chunk is allocated
     if buf is not None:
         yield buf[:k]
     if n == 0:

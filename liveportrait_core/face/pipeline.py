@@ -200,6 +200,7 @@ def iter_face_crops(read_chunks: Callable[[], Iterable], detector: Optional[Face
             fc = crop_faces(chunk, None, landmark_runner, mode="none", crop_size=crop_size, name=name)
             yield dataclasses.replace(fc, frame_index=fc.frame_index + start)
             start += len(fc)
+            del chunk  # free this chunk before the next one is decoded
             if progress:
                 progress(start, None)
         return
@@ -212,6 +213,7 @@ def iter_face_crops(read_chunks: Callable[[], Iterable], detector: Optional[Face
             raise InputError(f"{name}: frames of different sizes {sorted({size, imgs[0].shape})}; resize them first.")
         size = imgs[0].shape
         tracker.feed(imgs)
+        del chunk, imgs  # free this chunk before the next one is decoded
     tracks = tracker.finish()
     n = tracker.n
     mats_o2c = [_matrices(t, n, purpose, p, rotate, smooth, crop_size) for t in tracks]
@@ -222,6 +224,7 @@ def iter_face_crops(read_chunks: Callable[[], Iterable], detector: Optional[Face
             break
         yield _warp_items(imgs, start, tracks, mats_o2c, purpose, crop_size, landmark_runner is not None)
         start += len(imgs)
+        del chunk, imgs
     if start != n:
         raise InputError(f"{name}: the second read gave other frames than the first ({n} frames); "
                          "the input changed while it was being read.")
