@@ -10,6 +10,8 @@ forward computes the same function with fewer, faster operations:
   (ARCHITECTURE.md §1) — no power iteration, nothing left that could mutate state.
 * Optionally weights cast to bfloat16 / float16 and stored channels-last (4-D → channels_last,
   5-D → channels_last_3d), which is what makes oneDNN's fast bf16 kernels kick in on CPU.
+* Optionally (float32 on CPUs without fast bf16) the wide k×k / k×k×k convolutions computed by
+  NNPACK's Winograd / FFT kernels (nnpack_conv.py: ~5× fewer products, float32 round-off only).
 
 Callers keep the prepared copy on the object that owns the models (the Animator); nothing is
 cached by object identity here.
@@ -270,11 +272,13 @@ def prepare_network(
     device: Optional[torch.device] = None,
     memory_channels_last: bool = True,
     fold: bool = True,
+    nnpack: bool = False,
 ) -> nn.Module:
     """A derived inference copy of `net` (the original is not modified).
 
-    Eval mode, spectral norm materialised, BN folded (when `fold`), cast to `dtype` on `device`,
-    parameters channels-last (when `memory_channels_last`), no gradients.
+    Eval mode, spectral norm materialised, BN folded (when `fold`), wide convolutions run by
+    NNPACK (when `nnpack`: float32 on CPU only; a no-op where torch has no NNPACK), cast to
+    `dtype` on `device`, parameters channels-last (when `memory_channels_last`), no gradients.
     """
     device = torch.device(device) if device is not None else next(net.parameters()).device
     m = copy.deepcopy(net).to("cpu").float().eval()
@@ -287,6 +291,10 @@ def prepare_network(
     materialize_spectral_norm(m)
     if fold:
         fold_batchnorm(m)
+    if nnpack and dtype == torch.float32 and device.type == "cpu":
+        from .nnpack_conv import replace_convs
+
+        replace_convs(m)
     spade = 0
     if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
         _replace_pool3d_blocks(m)  # torch has no bf16/fp16 CPU avg_pool3d kernel

@@ -7,11 +7,11 @@ long the video is (ARCHITECTURE.md §0, §7).
 Precision: 'exact' runs the networks in float32 as loaded (with denormals flushed on CPU,
 which leaves the output identical); 'fast' runs derived copies (BatchNorm folded, spectral
 norm precomputed, channels-last) in bfloat16 on CPUs with native bf16 support, float16 on
-CUDA / MPS, and falls back to exact float32 elsewhere.
+CUDA / MPS, and on other CPUs in float32 with NNPACK's Winograd / FFT convolutions
+(nnpack_conv.py), where bfloat16 would be emulated and far slower than float32.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import numpy as np
@@ -43,8 +43,7 @@ def resolve_dtype(precision: str, device: Union[str, torch.device]) -> torch.dty
         return torch.float16
     if dev.type == "cpu" and bf16_supported_cpu():
         return torch.bfloat16
-    warnings.warn("precision 'fast': this CPU has no native bfloat16, running float32.", stacklevel=2)
-    return torch.float32
+    return torch.float32  # CPU without native bf16: float32 Winograd copies (see Animator)
 
 
 # ------------------------------------------------------------------------- image conversions
@@ -123,7 +122,9 @@ class Animator:
             else:
                 # channels-last speeds up every network's convolutions; fast.py swaps G's SPADE
                 # blocks for layout-keeping ones so the whole decoder stays channels-last.
-                self._nets = {k: prepare_network(v, self.dtype, self.device, memory_channels_last=True)
+                # (float32 NNPACK convolutions want the default layout)
+                self._nets = {k: prepare_network(v, self.dtype, self.device,
+                                                 memory_channels_last=self.dtype != torch.float32, nnpack=True)
                               for k, v in raw.items()}
         return self._nets
 

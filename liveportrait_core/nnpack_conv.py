@@ -1,0 +1,134 @@
+"""Float32 convolutions through NNPACK's Winograd / FFT kernels, for CPUs without fast bf16.
+
+On an AVX2 CPU with no native bfloat16 (measured: emulated bf16 GEMMs ~400× slower than
+float32), the only way to make the networks much faster is less arithmetic. PyTorch ships
+NNPACK, whose 3×3 convolutions use Winograd F(6×6, 3×3) (≈5× fewer products) and whose larger
+kernels use tiled FFTs, all in float32 with transforms fused into the GEMM tiles. PyTorch only
+picks it by itself for batches ≥ 16; these modules call it directly:
+
+* `NNPackConv2d` — a stride-1, ungrouped Conv2d.
+* `NNPackConv3d` — a stride-1, ungrouped Conv3d (kd×k×k) as kd 2-D convolutions over the
+  depth slices (slices are the batch), summed with the right depth shift.
+
+Accuracy: float32 round-off of the transforms only (≈1e-5 relative per layer here, against
+bfloat16's ≈4e-3); used by the 'fast' precision (fast.py), never by 'exact'.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Tuple
+
+import torch
+from torch import nn
+
+# Below these NNPACK was slower than oneDNN's direct convolution here (measured per layer of
+# W and G): few output channels, or maps smaller than its 8×8 Winograd tile.
+MIN_CHANNELS = 64
+MIN_SIDE = 8
+_init_lock = threading.Lock()
+_available = None
+
+
+def nnpack_available() -> bool:
+    """True when this torch build has a working NNPACK (also initialises it: without this,
+    every NNPACK call fails with 'SpatialConvolution_updateOutput failed')."""
+    global _available
+    with _init_lock:
+        if _available is None:
+            try:
+                _available = bool(torch._nnpack_available())
+            except Exception:  # noqa: BLE001 - builds without the op
+                _available = False
+        return _available
+
+
+def _tuple(v, dims: int) -> Tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * dims
+
+
+def eligible(conv: nn.Module) -> bool:
+    """Can `conv` run through NNPACK here (and is it worth it)?"""
+    if not isinstance(conv, (nn.Conv2d, nn.Conv3d)) or conv.groups != 1:
+        return False
+    k = conv.kernel_size
+    return (k[-1] == k[-2] and k[-1] >= 3 and all(s == 1 for s in conv.stride)
+            and all(d == 1 for d in conv.dilation) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str)
+            and (min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS or k[-1] > 3)
+            and conv.out_channels >= 16 and nnpack_available())
+
+
+class NNPackConv2d(nn.Module):
+    """`conv` (stride 1, groups 1) computed by NNPACK. `[N,C,H,W]` float32 → `[N,K,Ho,Wo]`."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.direct = conv  # for maps smaller than NNPACK's tile
+        self.register_buffer("weight", conv.weight.detach().float().contiguous())
+        b = conv.bias
+        self.register_buffer("bias", (b.detach().float() if b is not None else
+                                      torch.zeros(conv.out_channels)).contiguous())
+        self.padding = list(_tuple(conv.padding, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < MIN_SIDE:
+            return self.direct(x)
+        return torch._nnpack_spatial_convolution(x.float().contiguous(), self.weight, self.bias,
+                                                 self.padding, [1, 1])
+
+
+class NNPackConv3d(nn.Module):
+    """`conv` (kd×k×k, stride 1, groups 1) as kd depth-shifted NNPACK 2-D convolutions.
+
+    `[N,C,D,H,W]` float32 → `[N,K,Do,Ho,Wo]` (contiguous). The depth slices of an item are
+    stacked into one tall image (each slice between `p` zero rows, so no slice sees its
+    neighbours) because NNPACK's single-image path is ~2× faster than its batched one
+    (measured); depth tap t then reads a contiguous window of slices.
+    """
+
+    def __init__(self, conv: nn.Conv3d):
+        super().__init__()
+        self.direct = conv  # for maps smaller than NNPACK's tile
+        w = conv.weight.detach().float()
+        self.register_buffer("weights", w.permute(2, 0, 1, 3, 4).contiguous())  # [kd,K,C,k,k]
+        b = conv.bias
+        self.register_buffer("bias", (b.detach().float() if b is not None else
+                                      torch.zeros(conv.out_channels)).contiguous())
+        self.register_buffer("no_bias", torch.zeros(conv.out_channels))
+        self.pads = _tuple(conv.padding, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < MIN_SIDE:
+            return self.direct(x)
+        n, c, d, h, w = x.shape
+        kd, k_out, _, kh, kw = self.weights.shape
+        pd, ph, pw = self.pads
+        dp, do = d + 2 * pd, d + 2 * pd - kd + 1
+        hb = h + 2 * ph                      # rows per slice block: ph zero rows, h rows, ph zero rows
+        ho, wo = hb - kh + 1, w + 2 * pw - kw + 1
+        extra = kh - 1                       # tail rows so every window yields whole blocks
+        outs = []
+        for i in range(n):
+            tall = x.new_zeros(1, c, dp * hb + extra, w)
+            tall[:, :, :dp * hb].view(1, c, dp, hb, w)[:, :, pd:pd + d, ph:ph + h] = x[i:i + 1].float()
+            acc = None
+            for t in range(kd):
+                window = tall[:, :, t * hb:(t + do) * hb + extra].contiguous()
+                y = torch._nnpack_spatial_convolution(window, self.weights[t],
+                                                      self.bias if t == 0 else self.no_bias,
+                                                      [0, pw], [1, 1])  # [1,K,Do·hb,Wo]
+                acc = y if acc is None else acc.add_(y)
+            outs.append(acc.view(k_out, do, hb, wo)[:, :, :ho])
+        return torch.stack(outs)
+
+
+def replace_convs(net: nn.Module) -> int:
+    """Swap every eligible Conv2d / Conv3d of `net` (in place) for its NNPACK version.
+    Returns the number swapped (0 when NNPACK is unavailable)."""
+    n = 0
+    for parent in list(net.modules()):
+        for name, child in list(parent._modules.items()):
+            if eligible(child):
+                parent._modules[name] = (NNPackConv3d if isinstance(child, nn.Conv3d) else NNPackConv2d)(child)
+                n += 1
+    return n

@@ -1,0 +1,81 @@
+"""NNPACK-backed float32 convolutions of the 'fast' precision (liveportrait_core/nnpack_conv.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from liveportrait_core.nnpack_conv import (MIN_SIDE, NNPackConv2d, NNPackConv3d, eligible,
+                                           nnpack_available, replace_convs)
+
+pytestmark = pytest.mark.skipif(not nnpack_available(), reason="this torch build has no NNPACK")
+
+
+def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got - ref).abs().max() / ref.abs().max())
+
+
+@pytest.mark.parametrize("cin,cout,k,pad,bias,shape", [
+    (64, 64, 3, 1, True, (2, 64, 13, 11)),     # batch of 2, sides not multiples of the tile
+    (64, 96, 3, 1, False, (1, 64, 16, 16)),    # no bias
+    (24, 16, 7, 3, True, (1, 24, 12, 10)),     # 7×7 (NNPACK's FFT path)
+])
+def test_conv2d_matches_stock_convolution(cin, cout, k, pad, bias, shape):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, k, padding=pad, bias=bias).eval()
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        ref, got = conv(x), NNPackConv2d(conv)(x)
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    assert _rel_err(got, ref) < 1e-4
+
+
+@pytest.mark.parametrize("cin,cout,k,pad,shape", [
+    (64, 64, 3, 1, (2, 64, 5, 9, 8)),          # W's 3³ convolutions: depth padding 1, batch 2
+    (32, 22, 7, 3, (1, 32, 6, 10, 12)),        # W's 7³ mask convolution (depth < kernel)
+])
+def test_conv3d_matches_stock_convolution(cin, cout, k, pad, shape):
+    torch.manual_seed(0)
+    conv = nn.Conv3d(cin, cout, k, padding=pad).eval()
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        ref, got = conv(x), NNPackConv3d(conv)(x)
+    assert got.shape == ref.shape
+    assert _rel_err(got, ref) < 1e-4
+    # items stay independent: item 0 alone gives the same as item 0 of the batch
+    with torch.inference_mode():
+        assert torch.equal(NNPackConv3d(conv)(x[:1]), got[:1])
+
+
+def test_small_maps_use_the_stock_convolution_exactly():
+    conv = nn.Conv3d(64, 64, 3, padding=1).eval()
+    x = torch.randn(1, 64, 4, MIN_SIDE - 4, MIN_SIDE - 4)
+    with torch.inference_mode():
+        assert torch.equal(NNPackConv3d(conv)(x), conv(x))
+    conv2 = nn.Conv2d(64, 64, 3, padding=1).eval()
+    with torch.inference_mode():
+        assert torch.equal(NNPackConv2d(conv2)(x[:, :, 0]), conv2(x[:, :, 0]))
+
+
+def test_eligibility_rules():
+    assert eligible(nn.Conv2d(256, 128, 3, padding=1))
+    assert eligible(nn.Conv3d(142, 22, 7, padding=3))        # large kernel: worth it with 22 outputs
+    assert not eligible(nn.Conv2d(3, 64, 3, padding=1))      # too narrow (F's first convolution)
+    assert not eligible(nn.Conv2d(128, 32, 3, padding=1))    # too few outputs for a 3×3
+    assert not eligible(nn.Conv2d(256, 256, 1))              # 1×1: nothing to save
+    assert not eligible(nn.Conv2d(256, 256, 3, stride=2, padding=1))
+    assert not eligible(nn.Conv2d(256, 256, 3, padding=1, groups=2))
+    assert not eligible(nn.Conv2d(2272, 1, 7, padding=3))     # one output channel
+
+
+def test_replace_convs_swaps_only_eligible_layers_and_keeps_the_function():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1),
+                        nn.Conv2d(64, 8, 1)).eval()
+    x = torch.rand(1, 3, 20, 20)
+    with torch.inference_mode():
+        ref = net(x)
+        assert replace_convs(net) == 1
+        got = net(x)
+    assert isinstance(net[2], NNPackConv2d) and isinstance(net[0], nn.Conv2d)
+    assert _rel_err(got, ref) < 1e-4
