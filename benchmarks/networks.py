@@ -8,6 +8,8 @@ shared, oversubscribed machine the wall time inflates while this stays roughly p
 
 Run: `.venv/bin/python benchmarks/networks.py` (defaults: 2 threads, float32 + bfloat16,
 batch 1 and 4). Example: `--nets W G --dtypes float32 --batches 1 --repeat 3`.
+`--dtypes nnpack` times the 'fast' float32 copy of CPUs without native bf16 (BatchNorm folded,
+NNPACK Winograd / FFT convolutions; fast.prepare_network).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import synth_weights  # noqa: E402
 from liveportrait_core.networks import (AppearanceFeatureExtractor, MotionExtractor,  # noqa: E402
                                         SPADEGenerator, StitchingRetargeting, WarpingModule)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "nnpack": torch.float32}
 
 
 def build(short: str) -> tuple[torch.nn.Module, callable]:
@@ -107,9 +110,14 @@ def main() -> None:
         for dname in a.dtypes:
             dt = DTYPES[dname]
             model.to(dt)
+            net = model
+            if dname == "nnpack":
+                from liveportrait_core.fast import prepare_network
+
+                net = prepare_network(model, torch.float32, memory_channels_last=False, nnpack=True)
             for b in a.batches:
                 args, kwargs = make_inputs(b, dt)
-                ms, cpu = time_call(model, args, kwargs, a.repeat)
+                ms, cpu = time_call(net, args, kwargs, a.repeat)
                 print(f"{short:<4}{dname:<10}{b:>6}{ms:>11.1f}{ms / b:>11.1f}{cpu / b:>14.1f}",
                       flush=True)
         del model

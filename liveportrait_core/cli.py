@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output", "-o", required=True, metavar="OUT.mp4",
                    help="output video (.mp4) or image (.png/.jpg, only when the result is one frame)")
     a.add_argument("--precision", choices=["exact", "fast"], default="exact",
-                   help="exact: float32, as the reference; fast: bfloat16 on CPUs that support it (float16 on "
-                        "CUDA), several times faster, visually identical (default: exact)")
+                   help="exact: float32, as the reference; fast: float16 on CUDA, bfloat16 on CPUs with "
+                        "native bf16, else float32 with NNPACK Winograd/FFT convolutions; faster, visually "
+                        "identical (default: exact)")
     _common(a)
     c = a.add_argument_group("composition (reference flag in brackets)")
     c.add_argument("--absolute", dest="relative_motion", action="store_false",

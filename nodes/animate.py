@@ -37,8 +37,8 @@ class LivePortraitAnimate(io.ComfyNode):
                                      "more memory (about 0.5 GB per frame in fp32)."),
                 io.Combo.Input("precision", optional=True, options=["exact", "fast"], default="exact",
                                tooltip="exact: the networks as loaded (fp32 gives the reference result). fast: "
-                                       "bfloat16 on CPUs that support it / float16 on GPUs, several times faster, "
-                                       "slightly different pixels."),
+                                       "float16 on GPUs, bfloat16 on CPUs that support it, else float32 with "
+                                       "Winograd/FFT convolutions (NNPACK); faster, slightly different pixels."),
             ],
             outputs=[io.Image.Output(display_name="crops",
                                      tooltip="Animated 512×512 face crops, one per keypoint-plan frame (IMAGE).")],
