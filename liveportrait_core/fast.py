@@ -11,7 +11,7 @@ forward computes the same function with fewer, faster operations:
 * Optionally weights cast to bfloat16 / float16 and stored channels-last (4-D → channels_last,
   5-D → channels_last_3d), which is what makes oneDNN's fast bf16 kernels kick in on CPU.
 * Optionally (float32 on CPUs without fast bf16) the wide k×k / k×k×k convolutions computed by
-  NNPACK's Winograd / FFT kernels (nnpack_conv.py: ~5× fewer products, float32 round-off only).
+  NNPACK's Winograd / FFT kernels (fast_convs.py: ~5× fewer products, float32 round-off only).
 
 Callers keep the prepared copy on the object that owns the models (the Animator); nothing is
 cached by object identity here.
@@ -306,7 +306,7 @@ def prepare_network(
         fold_batchnorm(m)
     spade = 0
     if nnpack and dtype == torch.float32 and device.type == "cpu":
-        from .nnpack_conv import replace_convs
+        from .fast_convs import replace_convs
 
         _replace_spade(m, fuse=True)  # before the conv swap, so the fused γ|β conv is swapped too
         replace_convs(m)

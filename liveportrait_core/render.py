@@ -8,7 +8,7 @@ Precision: 'exact' runs the networks in float32 as loaded (with denormals flushe
 which leaves the output identical); 'fast' runs derived copies (BatchNorm folded, spectral
 norm precomputed, channels-last) in bfloat16 on CPUs with native bf16 support, float16 on
 CUDA / MPS, and on other CPUs in float32 with NNPACK's Winograd / FFT convolutions
-(nnpack_conv.py), where bfloat16 would be emulated and far slower than float32.
+(fast_convs.py), where bfloat16 would be emulated and far slower than float32.
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""NNPACK-backed float32 convolutions of the 'fast' precision (liveportrait_core/nnpack_conv.py)."""
+"""NNPACK-backed float32 convolutions of the 'fast' precision (liveportrait_core/fast_convs.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from liveportrait_core.nnpack_conv import (MIN_SIDE, NNPackConv2d, NNPackConv3d, eligible,
+from liveportrait_core.fast_convs import (MIN_SIDE, NNPackConv2d, NNPackConv3d, eligible,
                                            nnpack_available, replace_convs)
 
 pytestmark = pytest.mark.skipif(not nnpack_available(), reason="this torch build has no NNPACK")
@@ -79,3 +79,17 @@ def test_replace_convs_swaps_only_eligible_layers_and_keeps_the_function():
         got = net(x)
     assert isinstance(net[2], NNPackConv2d) and isinstance(net[0], nn.Conv2d)
     assert _rel_err(got, ref) < 1e-4
+
+
+@pytest.mark.parametrize("shape,pad", [((1, 512, 12, 10), 3), ((2, 512, 9, 9), 1)])
+def test_shift_add_conv_matches_stock_convolution(shape, pad):
+    from liveportrait_core.fast_convs import ShiftAddConv2d
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(shape[1], 1, 7, padding=pad).eval()   # W's occlusion head shape (fewer channels)
+    assert ShiftAddConv2d.eligible(conv) and not ShiftAddConv2d.eligible(nn.Conv2d(512, 8, 7))
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        ref, got = conv(x), ShiftAddConv2d(conv)(x)
+    assert got.shape == ref.shape
+    assert _rel_err(got, ref) < 1e-5

@@ -125,7 +125,7 @@ def test_fast_mode_close_to_exact(models, rendered, e2e):
     plan, raw = rendered["base"]
     sub = KeypointPlan(plan.x_s[1:2], plan.x_d[1:2], plan.source_index[1:2], plan.fps)
     from liveportrait_core.fast import bf16_supported_cpu
-    from liveportrait_core.nnpack_conv import NNPackConv2d, NNPackConv3d, nnpack_available
+    from liveportrait_core.fast_convs import NNPackConv2d, NNPackConv3d, nnpack_available
 
     fast = Animator(models, "fast", batch_size=1)
     assert fast.dtype == (torch.bfloat16 if bf16_supported_cpu() else torch.float32)

@@ -1,4 +1,5 @@
-"""Float32 convolutions through NNPACK's Winograd / FFT kernels, for CPUs without fast bf16.
+"""Faster float32 convolutions for CPUs without fast bf16: NNPACK's Winograd / FFT kernels,
+and a GEMM-then-shift form for convolutions with very few outputs.
 
 On an AVX2 CPU with no native bfloat16 (measured: emulated bf16 GEMMs ~400× slower than
 float32), the only way to make the networks much faster is less arithmetic. PyTorch ships
@@ -8,7 +9,10 @@ picks it by itself for batches ≥ 16; these modules call it directly:
 
 * `NNPackConv2d` — a stride-1, ungrouped Conv2d.
 * `NNPackConv3d` — a stride-1, ungrouped Conv3d (kd×k×k) as kd 2-D convolutions over the
-  depth slices (slices are the batch), summed with the right depth shift.
+  depth slices, summed with the right depth shift.
+* `ShiftAddConv2d` — a wide-input, few-output Conv2d (W's occlusion head: 2272 → 1, 7×7) as
+  one GEMM to K·k² tap maps followed by k² shifted adds; oneDNN's direct kernel ran such a
+  layer at a few GMAC/s (degenerate output dimension), this at GEMM speed.
 
 Accuracy: float32 round-off of the transforms only (≈1e-5 relative per layer here, against
 bfloat16's ≈4e-3); used by the 'fast' precision (fast.py), never by 'exact'.
@@ -125,13 +129,59 @@ class NNPackConv3d(nn.Module):
         return torch.stack(outs)
 
 
+class ShiftAddConv2d(nn.Module):
+    """`conv` (stride 1, groups 1, K·k² small, C large) as `T = W[K·k², C] @ x[C, H·W]` followed
+    by k² shifted adds of the tap maps. `[N,C,H,W]` float32 → `[N,K,Ho,Wo]`."""
+
+    MAX_TAP_MAPS = 64   # K·kh·kw: beyond this the shifted adds cost more than they save
+    MIN_CHANNELS = 512
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        k_out, c, kh, kw = conv.weight.shape
+        self.register_buffer("wmat", conv.weight.detach().float().permute(0, 2, 3, 1).reshape(k_out * kh * kw, c)
+                             .contiguous())
+        b = conv.bias
+        self.register_buffer("bias", b.detach().float().clone() if b is not None else torch.zeros(k_out))
+        self.kernel, self.padding = (kh, kw), _tuple(conv.padding, 2)
+
+    @classmethod
+    def eligible(cls, conv: nn.Module) -> bool:
+        if not isinstance(conv, nn.Conv2d) or type(conv.padding) is str or conv.groups != 1:
+            return False
+        kh, kw = conv.kernel_size
+        return (all(s == 1 for s in conv.stride) and all(d == 1 for d in conv.dilation)
+                and conv.padding_mode == "zeros" and conv.in_channels >= cls.MIN_CHANNELS
+                and conv.out_channels * kh * kw <= cls.MAX_TAP_MAPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        (kh, kw), (ph, pw) = self.kernel, self.padding
+        k_out = self.wmat.shape[0] // (kh * kw)
+        ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+        taps = torch.matmul(self.wmat, x.float().reshape(n, c, h * w)).view(n, k_out, kh, kw, h, w)
+        out = self.bias.view(1, -1, 1, 1).expand(n, k_out, ho, wo).contiguous()
+        for dy in range(kh):
+            # output row y reads input row y + dy − ph: the rows where that exists
+            y0, y1 = max(0, ph - dy), min(ho, h + ph - dy)
+            for dx in range(kw):
+                x0, x1 = max(0, pw - dx), min(wo, w + pw - dx)
+                if y1 > y0 and x1 > x0:
+                    out[:, :, y0:y1, x0:x1] += taps[:, :, dy, dx, y0 + dy - ph:y1 + dy - ph, x0 + dx - pw:x1 + dx - pw]
+        return out
+
+
 def replace_convs(net: nn.Module) -> int:
-    """Swap every eligible Conv2d / Conv3d of `net` (in place) for its NNPACK version.
-    Returns the number swapped (0 when NNPACK is unavailable)."""
+    """Swap every eligible Conv2d / Conv3d of `net` (in place) for its faster float32 version
+    (NNPACK where available, shift-add for few-output layers). Returns the number swapped."""
     n = 0
     for parent in list(net.modules()):
         for name, child in list(parent._modules.items()):
             if eligible(child):
                 parent._modules[name] = (NNPackConv3d if isinstance(child, nn.Conv3d) else NNPackConv2d)(child)
-                n += 1
+            elif ShiftAddConv2d.eligible(child):
+                parent._modules[name] = ShiftAddConv2d(child)
+            else:
+                continue
+            n += 1
     return n
