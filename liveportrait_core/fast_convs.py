@@ -4,8 +4,9 @@ and a GEMM-then-shift form for convolutions with very few outputs.
 On an AVX2 CPU with no native bfloat16 (measured: emulated bf16 GEMMs ~400× slower than
 float32), the only way to make the networks much faster is less arithmetic. PyTorch ships
 NNPACK, whose 3×3 convolutions use Winograd F(6×6, 3×3) (≈5× fewer products) and whose larger
-kernels use tiled FFTs, all in float32 with transforms fused into the GEMM tiles. PyTorch only
-picks it by itself for batches ≥ 16; these modules call it directly:
+kernels use tiled FFTs, all in float32 with transforms fused into the GEMM tiles. PyTorch's
+own dispatch does not choose it for these layers; these modules call it directly (and fall back
+to the stock convolution if NNPACK refuses an input):
 
 * `NNPackConv2d` — a stride-1, ungrouped Conv2d.
 * `NNPackConv3d` — a stride-1, ungrouped Conv3d (kd×k×k) as kd 2-D convolutions over the
@@ -78,9 +79,11 @@ class NNPackConv2d(nn.Module):
         if min(x.shape[-2:]) < MIN_SIDE:
             return self.direct(x)
         x = x.float().contiguous()
-        # One image per call: NNPACK's batched path was 2-5× slower per image (measured).
-        outs = [torch._nnpack_spatial_convolution(x[i:i + 1], self.weight, self.bias, self.padding, [1, 1])
-                for i in range(x.shape[0])]
+        try:  # one image per call: NNPACK's batched path was 2-5× slower per image (measured)
+            outs = [torch._nnpack_spatial_convolution(x[i:i + 1], self.weight, self.bias, self.padding, [1, 1])
+                    for i in range(x.shape[0])]
+        except RuntimeError:  # e.g. NNPACK out of scratch memory: same function, stock kernel
+            return self.direct(x)
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
@@ -107,6 +110,12 @@ class NNPackConv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if min(x.shape[-2:]) < MIN_SIDE:
             return self.direct(x)
+        try:
+            return self._depth_shifted(x)
+        except RuntimeError:  # e.g. NNPACK out of scratch memory: same function, stock kernel
+            return self.direct(x)
+
+    def _depth_shifted(self, x: torch.Tensor) -> torch.Tensor:
         n, c, d, h, w = x.shape
         kd, k_out, _, kh, kw = self.weights.shape
         pd, ph, pw = self.pads

@@ -93,3 +93,17 @@ def test_shift_add_conv_matches_stock_convolution(shape, pad):
         ref, got = conv(x), ShiftAddConv2d(conv)(x)
     assert got.shape == ref.shape
     assert _rel_err(got, ref) < 1e-5
+
+
+def test_an_input_nnpack_refuses_falls_back_to_the_stock_convolution(monkeypatch):
+    conv2, conv3 = nn.Conv2d(64, 64, 3, padding=1).eval(), nn.Conv3d(64, 64, 3, padding=1).eval()
+    fast2, fast3 = NNPackConv2d(conv2), NNPackConv3d(conv3)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
+    x = torch.randn(1, 64, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.equal(fast3(x), conv3(x))
+        assert torch.equal(fast2(x[:, :, 0]), conv2(x[:, :, 0]))
