@@ -260,13 +260,13 @@ def test_progress_and_cancel():
     m = _tiny_models()
 
     def cancel():  # the user presses cancel while the second batch renders
-        return m.warping_module.calls >= 2
+        return m.warping_module.calls >= 3  # on CPU every frame of a batch is one W call
 
     got = []
     with pytest.raises(Cancelled, match="cancelled"):
         for chunk in Animator(m, batch_size=2).iter_render(_tiny_plan(20, 1), _crops(1), cancel=cancel):
             got.append(chunk)
-    assert len(got) == 2 and m.warping_module.calls == 2
+    assert len(got) == 2 and m.warping_module.calls == 4 and all(len(c) == 2 for c in got)
 
 
 def test_bad_plans_are_clear_errors():
