@@ -221,7 +221,10 @@ class _FastSPADE(nn.Module):
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         if seg.shape[2:] != x.shape[2:]:
             seg = torch.nn.functional.interpolate(seg, size=x.shape[2:], mode="nearest")
-        actv = self.mlp_shared(seg)
+        return self.modulate(x, self.mlp_shared(seg))
+
+    def modulate(self, x: torch.Tensor, actv: torch.Tensor) -> torch.Tensor:
+        """`IN(x)·(1+γ) + β` with γ, β from the hidden map `actv` (= ReLU(mlp_shared(seg)))."""
         if hasattr(self, "mlp_gamma_beta"):
             gamma1, beta = self.mlp_gamma_beta(actv).chunk(2, dim=1)
         else:
@@ -233,7 +236,7 @@ class _FastSPADE(nn.Module):
         return out
 
 
-def _replace_spade(net: nn.Module, fuse: bool = False) -> int:
+def _replace_spade(net: nn.Module) -> int:
     """Swap SPADE modules for `_FastSPADE` after checking (one probe, float32) equality."""
     n, verified = 0, None
     for parent in list(net.modules()):
@@ -241,16 +244,79 @@ def _replace_spade(net: nn.Module, fuse: bool = False) -> int:
             if type(child).__name__ != "SPADE" or not isinstance(getattr(child, "mlp_gamma", None), nn.Conv2d) \
                     or child.mlp_gamma.bias is None:
                 continue
-            new = _FastSPADE(child, fuse=fuse)
+            new = _FastSPADE(child)
             if verified is None:  # one probe: every instance runs the same forward code
                 gen = torch.Generator().manual_seed(0)
                 label_nc = child.mlp_shared[0].in_channels
                 x = 3.0 + torch.randn(2, child.mlp_gamma.out_channels, 8, 8, generator=gen)
                 seg = torch.randn(2, label_nc, 4, 4, generator=gen)
-                with torch.no_grad():
-                    ref, got = child(x, seg), new(x, seg)
-                verified = bool(torch.allclose(ref, got, rtol=1e-4, atol=1e-4 * max(1.0, float(ref.abs().max()))))
+                verified = _probe_same(child, new, x, seg)
             if verified:
+                parent._modules[name] = new
+                n += 1
+    return n
+
+
+class _FastSPADEResnetBlock(nn.Module):
+    """Stand-in for a SPADEResnetBlock in float32 NNPACK copies: its two or three SPADEs read
+    the same conditioning map, so their `mlp_shared` convs run as one conv with all outputs
+    (one input transform instead of three: −136 ms at 256², measured), and each SPADE
+    modulates with its slice (`_FastSPADE(fuse=True)`, γ|β as one conv)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.learned_shortcut = block.learned_shortcut
+        names = ["norm_0", "norm_1"] + (["norm_s"] if self.learned_shortcut else [])
+        spades = [_FastSPADE(getattr(block, k), fuse=True) for k in names]
+        convs = [sp.mlp_shared[0] for sp in spades]
+        shared = copy.deepcopy(convs[0])
+        with torch.no_grad():
+            shared.weight = nn.Parameter(torch.cat([c.weight for c in convs]), requires_grad=False)
+            shared.bias = nn.Parameter(torch.cat([c.bias for c in convs]), requires_grad=False)
+        shared.out_channels = int(shared.weight.shape[0])
+        self.mlp_shared, self.hidden = shared, [c.out_channels for c in convs]
+        for k, sp in zip(names, spades):
+            del sp.mlp_shared  # computed here, once for all
+            setattr(self, k, sp)
+        self.conv_0, self.conv_1 = block.conv_0, block.conv_1
+        if self.learned_shortcut:
+            self.conv_s = block.conv_s
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        if seg.shape[2:] != x.shape[2:]:
+            seg = torch.nn.functional.interpolate(seg, size=x.shape[2:], mode="nearest")
+        actv = torch.relu(self.mlp_shared(seg)).split(self.hidden, dim=1)
+        xs = self.conv_s(self.norm_s.modulate(x, actv[2])) if self.learned_shortcut else x
+        dx = self.conv_0(torch.nn.functional.leaky_relu(self.norm_0.modulate(x, actv[0]), 0.2))
+        dx = self.conv_1(torch.nn.functional.leaky_relu(self.norm_1.modulate(dx, actv[1]), 0.2))
+        return xs + dx
+
+
+def _probe_same(ref_mod: nn.Module, new_mod: nn.Module, x: torch.Tensor, seg: torch.Tensor) -> bool:
+    with torch.no_grad():
+        ref, got = ref_mod(x, seg), new_mod(x, seg)
+    return bool(torch.allclose(ref, got, rtol=1e-4, atol=1e-4 * max(1.0, float(ref.abs().max()))))
+
+
+def _replace_spade_blocks(net: nn.Module) -> int:
+    """Swap SPADEResnetBlocks for `_FastSPADEResnetBlock` after checking equality on one probe
+    per (fin, fout) shape; blocks that do not match the expected layout are left alone."""
+    n, verdicts = 0, {}
+    for parent in list(net.modules()):
+        for name, child in list(parent._modules.items()):
+            if type(child).__name__ != "SPADEResnetBlock":
+                continue
+            try:
+                new = _FastSPADEResnetBlock(child)
+            except (AttributeError, IndexError, TypeError):
+                continue
+            key = (child.conv_0.in_channels, child.conv_1.out_channels)
+            if key not in verdicts:
+                gen = torch.Generator().manual_seed(0)
+                x = 3.0 + torch.randn(1, key[0], 8, 8, generator=gen)
+                seg = torch.randn(1, new.mlp_shared.in_channels, 4, 4, generator=gen)
+                verdicts[key] = _probe_same(child, new, x, seg)
+            if verdicts[key]:
                 parent._modules[name] = new
                 n += 1
     return n
@@ -308,7 +374,7 @@ def prepare_network(
     if nnpack and dtype == torch.float32 and device.type == "cpu":
         from .fast_convs import replace_convs
 
-        _replace_spade(m, fuse=True)  # before the conv swap, so the fused γ|β conv is swapped too
+        _replace_spade_blocks(m)  # before the conv swap, so the fused convs are swapped too
         replace_convs(m)
     if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
         _replace_pool3d_blocks(m)  # torch has no bf16/fp16 CPU avg_pool3d kernel

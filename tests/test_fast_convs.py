@@ -107,3 +107,19 @@ def test_an_input_nnpack_refuses_falls_back_to_the_stock_convolution(monkeypatch
     with torch.inference_mode():
         assert torch.equal(fast3(x), conv3(x))
         assert torch.equal(fast2(x[:, :, 0]), conv2(x[:, :, 0]))
+
+
+@pytest.mark.parametrize("fin,fout", [(32, 32), (32, 16)])  # G's middle blocks / learned shortcut
+def test_fused_spade_block_computes_the_block(fin, fout):
+    from liveportrait_core.fast import _FastSPADEResnetBlock, materialize_spectral_norm
+    from liveportrait_core.networks.spade_generator import SPADEResnetBlock
+
+    torch.manual_seed(0)
+    block = SPADEResnetBlock(fin, fout, label_nc=8).eval()
+    materialize_spectral_norm(block)
+    fused = _FastSPADEResnetBlock(block)
+    assert fused.mlp_shared.out_channels == 128 * (3 if fin != fout else 2)
+    x, seg = 2.0 + torch.randn(2, fin, 12, 12), torch.randn(2, 8, 6, 6)
+    with torch.inference_mode():
+        ref, got = block(x, seg), fused(x, seg)
+    assert _rel_err(got, ref) < 1e-5
