@@ -200,7 +200,7 @@ class _FastSPADE(nn.Module):
     accumulated in float32 by PyTorch), whose CPU kernel keeps the channels-last layout. The stock
     instance norm returns the default layout, and mixing layouts made G ~2× slower (measured).
     `fuse`: γ and β (two convs of the same input) become one conv with both outputs, so the
-    input is read and transformed once (the float32 NNPACK path: ~15 % of G, measured).
+    input is read and transformed once (used by the float32 NNPACK path).
     """
 
     def __init__(self, spade: nn.Module, eps: float = 1e-5, fuse: bool = False):

@@ -43,7 +43,7 @@ def resolve_dtype(precision: str, device: Union[str, torch.device]) -> torch.dty
         return torch.float16
     if dev.type == "cpu" and bf16_supported_cpu():
         return torch.bfloat16
-    return torch.float32  # CPU without native bf16: float32 Winograd copies (see Animator)
+    return torch.float32  # CPU without native bf16: float32 NNPACK copies (see Animator)
 
 
 # ------------------------------------------------------------------------- image conversions
@@ -93,7 +93,8 @@ class Animator:
 
     models:     a `LivePortraitModels` (appearance_feature_extractor, warping_module,
                 spade_generator, device).
-    precision:  'exact' (float32) or 'fast' (bf16 on capable CPUs, fp16 on CUDA/MPS).
+    precision:  'exact' (float32) or 'fast' (fp16 on CUDA/MPS, bf16 on CPUs with native bf16,
+                else float32 with NNPACK Winograd / FFT convolutions).
     batch_size: frames per W/G batch (and per F batch); on CPU the frames of a batch are still
                 warped one at a time (faster there), so it only sets the chunk size.
     max_cached_features: how many source feature volumes (8 MB each in float32) are kept at
