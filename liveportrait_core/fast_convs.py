@@ -27,9 +27,11 @@ import torch
 from torch import nn
 
 # Below these NNPACK was slower than oneDNN's direct convolution here (measured per layer of
-# W and G): few output channels, or maps smaller than its 8×8 Winograd tile.
+# W and G): few output channels, or maps smaller than its 8×8 Winograd tile (for the 3-D
+# convolutions, whose depth slices are small images, below 16×16).
 MIN_CHANNELS = 64
 MIN_SIDE = 8
+MIN_SIDE_3D = 16
 _init_lock = threading.Lock()
 _available = None
 
@@ -108,7 +110,7 @@ class NNPackConv3d(nn.Module):
         self.pads = _tuple(conv.padding, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < MIN_SIDE:
+        if min(x.shape[-2:]) < MIN_SIDE_3D:
             return self.direct(x)
         try:
             return self._depth_shifted(x)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from liveportrait_core.fast_convs import (MIN_SIDE, NNPackConv2d, NNPackConv3d, eligible,
+from liveportrait_core.fast_convs import (MIN_SIDE, MIN_SIDE_3D, NNPackConv2d, NNPackConv3d, eligible,
                                            nnpack_available, replace_convs)
 
 pytestmark = pytest.mark.skipif(not nnpack_available(), reason="this torch build has no NNPACK")
@@ -31,15 +31,18 @@ def test_conv2d_matches_stock_convolution(cin, cout, k, pad, bias, shape):
 
 
 @pytest.mark.parametrize("cin,cout,k,pad,shape", [
-    (64, 64, 3, 1, (2, 64, 5, 9, 8)),          # W's 3³ convolutions: depth padding 1, batch 2
-    (32, 22, 7, 3, (1, 32, 6, 10, 12)),        # W's 7³ mask convolution (depth < kernel)
+    (64, 64, 3, 1, (2, 64, 5, 17, 16)),        # W's 3³ convolutions: depth padding 1, batch 2
+    (32, 22, 7, 3, (1, 32, 6, 16, 18)),      # W's 7³ mask convolution (depth < kernel)
 ])
-def test_conv3d_matches_stock_convolution(cin, cout, k, pad, shape):
+def test_conv3d_matches_stock_convolution(cin, cout, k, pad, shape, monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv3d(cin, cout, k, padding=pad).eval()
     x = torch.randn(shape)
+    calls, nnpack = [], torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(1) or nnpack(*a))
     with torch.inference_mode():
         ref, got = conv(x), NNPackConv3d(conv)(x)
+    assert len(calls) == shape[0] * k  # one 2-D call per item and depth tap (not the fallback)
     assert got.shape == ref.shape
     assert _rel_err(got, ref) < 1e-4
     # items stay independent: item 0 alone gives the same as item 0 of the batch
@@ -49,9 +52,10 @@ def test_conv3d_matches_stock_convolution(cin, cout, k, pad, shape):
 
 def test_small_maps_use_the_stock_convolution_exactly():
     conv = nn.Conv3d(64, 64, 3, padding=1).eval()
-    x = torch.randn(1, 64, 4, MIN_SIDE - 4, MIN_SIDE - 4)
+    x = torch.randn(1, 64, 4, MIN_SIDE_3D - 1, MIN_SIDE_3D - 1)
     with torch.inference_mode():
         assert torch.equal(NNPackConv3d(conv)(x), conv(x))
+    x = x[..., : MIN_SIDE - 1, : MIN_SIDE - 1]
     conv2 = nn.Conv2d(64, 64, 3, padding=1).eval()
     with torch.inference_mode():
         assert torch.equal(NNPackConv2d(conv2)(x[:, :, 0]), conv2(x[:, :, 0]))
