@@ -22,6 +22,7 @@ from .denormal import flush_denormal
 from .errors import InputError, LivePortraitError
 from .face.crops import FaceCrops
 from .fast import bf16_supported_cpu, channels_last, prepare_network
+from .heap import keep_freed_memory
 
 PRECISIONS = ("exact", "fast")
 ProgressFn = Callable[[int, int], None]
@@ -214,23 +215,26 @@ class Animator:
         done = 0
         if progress is not None:
             progress(0, n)
-        for a in range(0, n, self.batch_size):
-            b = min(n, a + self.batch_size)
-            self._check_cancel(cancel)
-            f_s = cache.features_for(a, b, cancel)
-            img = self.warp_decode(f_s, plan.x_s[a:b], plan.x_d[a:b])
-            del f_s
-            cache.release_until(b)
-            if output == "uint8":
-                chunk = parse_output(img)
-            elif output == "float":
-                chunk = to_float_image(img)
-            else:
-                chunk = img.cpu()
-            done = b
-            if progress is not None:
-                progress(done, n)
-            yield chunk
+        # Freed large tensors stay in the heap for the next layer / frame while rendering (the
+        # scope spans the yields; it closes with the generator).
+        with keep_freed_memory(self.device.type == "cpu"):
+            for a in range(0, n, self.batch_size):
+                b = min(n, a + self.batch_size)
+                self._check_cancel(cancel)
+                f_s = cache.features_for(a, b, cancel)
+                img = self.warp_decode(f_s, plan.x_s[a:b], plan.x_d[a:b])
+                del f_s
+                cache.release_until(b)
+                if output == "uint8":
+                    chunk = parse_output(img)
+                elif output == "float":
+                    chunk = to_float_image(img)
+                else:
+                    chunk = img.cpu()
+                done = b
+                if progress is not None:
+                    progress(done, n)
+                yield chunk
 
     def render(self, plan: KeypointPlan, source, output: str = "float",
                progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None) -> torch.Tensor:
