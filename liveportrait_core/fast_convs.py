@@ -53,6 +53,12 @@ def _tuple(v, dims: int) -> Tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * dims
 
 
+def _float_bias(conv: nn.Module) -> torch.Tensor:
+    """`conv`'s bias as a contiguous float32 tensor (zeros when it has none: NNPACK needs one)."""
+    b = conv.bias
+    return (b.detach().float().clone() if b is not None else torch.zeros(conv.out_channels)).contiguous()
+
+
 def eligible(conv: nn.Module) -> bool:
     """Can `conv` run through NNPACK here (and is it worth it)?"""
     if not isinstance(conv, (nn.Conv2d, nn.Conv3d)) or conv.groups != 1:
@@ -72,9 +78,7 @@ class NNPackConv2d(nn.Module):
         super().__init__()
         self.direct = conv  # for maps smaller than NNPACK's tile
         self.register_buffer("weight", conv.weight.detach().float().contiguous())
-        b = conv.bias
-        self.register_buffer("bias", (b.detach().float() if b is not None else
-                                      torch.zeros(conv.out_channels)).contiguous())
+        self.register_buffer("bias", _float_bias(conv))
         self.padding = list(_tuple(conv.padding, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,9 +107,7 @@ class NNPackConv3d(nn.Module):
         self.direct = conv  # for maps smaller than NNPACK's tile
         w = conv.weight.detach().float()
         self.register_buffer("weights", w.permute(2, 0, 1, 3, 4).contiguous())  # [kd,K,C,k,k]
-        b = conv.bias
-        self.register_buffer("bias", (b.detach().float() if b is not None else
-                                      torch.zeros(conv.out_channels)).contiguous())
+        self.register_buffer("bias", _float_bias(conv))
         self.register_buffer("no_bias", torch.zeros(conv.out_channels))
         self.pads = _tuple(conv.padding, 3)
 
@@ -152,8 +154,7 @@ class ShiftAddConv2d(nn.Module):
         k_out, c, kh, kw = conv.weight.shape
         self.register_buffer("wmat", conv.weight.detach().float().permute(0, 2, 3, 1).reshape(k_out * kh * kw, c)
                              .contiguous())
-        b = conv.bias
-        self.register_buffer("bias", b.detach().float().clone() if b is not None else torch.zeros(k_out))
+        self.register_buffer("bias", _float_bias(conv))
         self.kernel, self.padding = (kh, kw), _tuple(conv.padding, 2)
 
     @classmethod

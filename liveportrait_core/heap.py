@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import threading
 from typing import Iterator, Optional
 
@@ -25,21 +26,16 @@ _AFTER = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 64 << 20, _M_TOP_PAD: 
 
 _lock = threading.Lock()
 _depth = 0
-_libc_cache: list = []
 
 
+@functools.lru_cache(maxsize=None)
 def _glibc():
     """The C library when it is glibc (it has `mallopt` and `gnu_get_libc_version`), else None."""
-    if not _libc_cache:
-        lib = None
-        try:
-            cand = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            if hasattr(cand, "gnu_get_libc_version") and hasattr(cand, "mallopt") and hasattr(cand, "malloc_trim"):
-                lib = cand
-        except OSError:
-            lib = None
-        _libc_cache.append(lib)
-    return _libc_cache[0]
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return lib if all(hasattr(lib, f) for f in ("gnu_get_libc_version", "mallopt", "malloc_trim")) else None
 
 
 def _apply(lib, settings: dict) -> None:

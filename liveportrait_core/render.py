@@ -123,9 +123,9 @@ class Animator:
             if self.dtype == torch.float32 and self.precision == "exact":
                 self._nets = {k: v.eval().to(self.device) for k, v in raw.items()}
             else:
-                # channels-last speeds up every network's convolutions; fast.py swaps G's SPADE
-                # blocks for layout-keeping ones so the whole decoder stays channels-last.
-                # (float32 NNPACK convolutions want the default layout)
+                # Low precision: channels-last (fast.py swaps G's SPADE blocks for layout-keeping
+                # ones so the whole decoder stays channels-last). Float32 on CPU: NNPACK
+                # convolutions, which want the default layout.
                 self._nets = {k: prepare_network(v, self.dtype, self.device,
                                                  memory_channels_last=self.dtype != torch.float32, nnpack=True)
                               for k, v in raw.items()}
