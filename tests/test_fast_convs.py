@@ -42,7 +42,7 @@ def test_conv3d_matches_stock_convolution(cin, cout, k, pad, shape, monkeypatch)
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(1) or nnpack(*a))
     with torch.inference_mode():
         ref, got = conv(x), NNPackConv3d(conv)(x)
-    assert len(calls) == shape[0] * k  # one 2-D call per item and depth tap (not the fallback)
+    assert len(calls) == shape[0]  # one 2-D call per item, all depth taps in it (not the fallback)
     assert got.shape == ref.shape
     assert _rel_err(got, ref) < 1e-4
     # items stay independent: item 0 alone gives the same as item 0 of the batch
@@ -66,6 +66,7 @@ def test_eligibility_rules():
     assert eligible(nn.Conv3d(142, 22, 7, padding=3))        # large kernel: worth it with 22 outputs
     assert not eligible(nn.Conv2d(3, 64, 3, padding=1))      # too narrow (F's first convolution)
     assert not eligible(nn.Conv2d(128, 32, 3, padding=1))    # too few outputs for a 3×3
+    assert eligible(nn.Conv3d(128, 32, 3, padding=1))        # …but a 3³ makes one call with 3·32
     assert not eligible(nn.Conv2d(256, 256, 1))              # 1×1: nothing to save
     assert not eligible(nn.Conv2d(256, 256, 3, stride=2, padding=1))
     assert not eligible(nn.Conv2d(256, 256, 3, padding=1, groups=2))
