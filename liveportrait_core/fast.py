@@ -203,17 +203,26 @@ class _FastSPADE(nn.Module):
     input is read and transformed once (used by the float32 NNPACK path).
     """
 
-    def __init__(self, spade: nn.Module, eps: float = 1e-5, fuse: bool = False):
+    def __init__(self, spade: nn.Module, eps: float = 1e-5, fuse: bool = False,
+                 then: Optional[nn.Conv2d] = None):
         super().__init__()
         self.mlp_shared, self.eps = spade.mlp_shared, eps
         gamma1 = copy.deepcopy(spade.mlp_gamma)
         with torch.no_grad():
             gamma1.bias.add_(1.0)
-            if fuse:
+            if fuse or then is not None:
+                beta_w, beta_b = spade.mlp_beta.weight.detach(), spade.mlp_beta.bias.detach()
+                if then is not None:  # then(·) is linear: then(n·γ + β) = then(n·γ) + then∘β
+                    if then.bias is not None or tuple(then.kernel_size) != (1, 1):
+                        raise TypeError("only a bias-free 1×1 conv folds into β")
+                    w_then = then.weight.detach().double()[:, :, 0, 0]
+                    beta_w = torch.einsum("oc,cikl->oikl", w_then, beta_w.double()).to(beta_w.dtype)
+                    beta_b = (w_then @ beta_b.double()).to(beta_b.dtype)
+                    self.then, self.split = then, [gamma1.out_channels, then.out_channels]
                 both = copy.deepcopy(spade.mlp_beta)
-                both.out_channels *= 2
-                both.weight = nn.Parameter(torch.cat([gamma1.weight, both.weight]), requires_grad=False)
-                both.bias = nn.Parameter(torch.cat([gamma1.bias, both.bias]), requires_grad=False)
+                both.weight = nn.Parameter(torch.cat([gamma1.weight, beta_w]), requires_grad=False)
+                both.bias = nn.Parameter(torch.cat([gamma1.bias, beta_b]), requires_grad=False)
+                both.out_channels = int(both.weight.shape[0])
                 self.mlp_gamma_beta = both
             else:
                 self.mlp_gamma, self.mlp_beta = gamma1, spade.mlp_beta
@@ -223,16 +232,26 @@ class _FastSPADE(nn.Module):
             seg = torch.nn.functional.interpolate(seg, size=x.shape[2:], mode="nearest")
         return self.modulate(x, self.mlp_shared(seg))
 
+    def _normalized(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        return torch.nn.functional.batch_norm(x[i:i + 1], None, None, training=True, eps=self.eps)
+
     def modulate(self, x: torch.Tensor, actv: torch.Tensor) -> torch.Tensor:
-        """`IN(x)·(1+γ) + β` with γ, β from the hidden map `actv` (= ReLU(mlp_shared(seg)))."""
+        """`IN(x)·(1+γ) + β` with γ, β from the hidden map `actv` (= ReLU(mlp_shared(seg))),
+        or `then(IN(x)·(1+γ) + β)` when built with `then` (a bias-free 1×1 conv, folded into β:
+        fewer β outputs when `then` narrows the channels, as G's learned shortcuts do)."""
+        if hasattr(self, "then"):
+            gamma1, beta = self.mlp_gamma_beta(actv).split(self.split, dim=1)
+            scaled = torch.empty_like(gamma1)
+            for i in range(x.shape[0]):
+                torch.mul(self._normalized(x, i), gamma1[i:i + 1], out=scaled[i:i + 1])
+            return self.then(scaled).add_(beta)
         if hasattr(self, "mlp_gamma_beta"):
             gamma1, beta = self.mlp_gamma_beta(actv).chunk(2, dim=1)
         else:
             gamma1, beta = self.mlp_gamma(actv), self.mlp_beta(actv)
         out = torch.empty_like(gamma1)
         for i in range(x.shape[0]):  # items are independent; a few per batch
-            xi = torch.nn.functional.batch_norm(x[i:i + 1], None, None, training=True, eps=self.eps)
-            torch.addcmul(beta[i:i + 1], xi, gamma1[i:i + 1], out=out[i:i + 1])
+            torch.addcmul(beta[i:i + 1], self._normalized(x, i), gamma1[i:i + 1], out=out[i:i + 1])
         return out
 
 
@@ -261,13 +280,16 @@ class _FastSPADEResnetBlock(nn.Module):
     """Stand-in for a SPADEResnetBlock in float32 NNPACK copies: its two or three SPADEs read
     the same conditioning map, so their `mlp_shared` convs run as one conv with all outputs
     (one input transform instead of three: −136 ms at 256², measured), and each SPADE
-    modulates with its slice (`_FastSPADE(fuse=True)`, γ|β as one conv)."""
+    modulates with its slice (`_FastSPADE(fuse=True)`, γ|β as one conv). The shortcut's
+    bias-free 1×1 `conv_s` is folded into its SPADE's β (`then`): at 256² the β conv makes 64
+    instead of 256 maps."""
 
     def __init__(self, block: nn.Module):
         super().__init__()
         self.learned_shortcut = block.learned_shortcut
         names = ["norm_0", "norm_1"] + (["norm_s"] if self.learned_shortcut else [])
-        spades = [_FastSPADE(getattr(block, k), fuse=True) for k in names]
+        spades = [_FastSPADE(getattr(block, k), fuse=True, then=block.conv_s if k == "norm_s" else None)
+                  for k in names]
         convs = [sp.mlp_shared[0] for sp in spades]
         shared = copy.deepcopy(convs[0])
         with torch.no_grad():
@@ -279,14 +301,12 @@ class _FastSPADEResnetBlock(nn.Module):
             del sp.mlp_shared  # computed here, once for all
             setattr(self, k, sp)
         self.conv_0, self.conv_1 = block.conv_0, block.conv_1
-        if self.learned_shortcut:
-            self.conv_s = block.conv_s
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         if seg.shape[2:] != x.shape[2:]:
             seg = torch.nn.functional.interpolate(seg, size=x.shape[2:], mode="nearest")
         actv = torch.relu(self.mlp_shared(seg)).split(self.hidden, dim=1)
-        xs = self.conv_s(self.norm_s.modulate(x, actv[2])) if self.learned_shortcut else x
+        xs = self.norm_s.modulate(x, actv[2]) if self.learned_shortcut else x  # conv_s included
         dx = self.conv_0(torch.nn.functional.leaky_relu(self.norm_0.modulate(x, actv[0]), 0.2))
         dx = self.conv_1(torch.nn.functional.leaky_relu(self.norm_1.modulate(dx, actv[1]), 0.2))
         return xs + dx
@@ -308,7 +328,7 @@ def _replace_spade_blocks(net: nn.Module) -> int:
                 continue
             try:
                 new = _FastSPADEResnetBlock(child)
-            except (AttributeError, IndexError, TypeError):
+            except (AttributeError, IndexError, TypeError):  # not the expected layout
                 continue
             key = (child.conv_0.in_channels, child.conv_1.out_channels)
             if key not in verdicts:

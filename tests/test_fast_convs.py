@@ -124,6 +124,8 @@ def test_fused_spade_block_computes_the_block(fin, fout):
     materialize_spectral_norm(block)
     fused = _FastSPADEResnetBlock(block)
     assert fused.mlp_shared.out_channels == 128 * (3 if fin != fout else 2)
+    if fin != fout:  # conv_s folded into the shortcut's β: γ for fin channels, β for fout
+        assert fused.norm_s.mlp_gamma_beta.out_channels == fin + fout
     x, seg = 2.0 + torch.randn(2, fin, 12, 12), torch.randn(2, 8, 6, 6)
     with torch.inference_mode():
         ref, got = block(x, seg), fused(x, seg)
