@@ -32,6 +32,11 @@ from torch import nn
 MIN_CHANNELS = 64
 MIN_SIDE = 8
 MIN_SIDE_3D = 16
+WINOGRAD_TILE = 6   # output tile of NNPACK's F(6×6, 3×3)
+# Items share one NNPACK call while together they have at most this many pixels: the per-call
+# kernel transform is then amortised (G at 64²: −25 %), while larger packed images ran no
+# faster per item and slower inside the network (cache), measured.
+PACK_PIXELS = 4 * 64 * 64
 _init_lock = threading.Lock()
 _available = None
 
@@ -77,7 +82,14 @@ def eligible(conv: nn.Module) -> bool:
 
 
 class NNPackConv2d(nn.Module):
-    """`conv` (stride 1, groups 1) computed by NNPACK. `[N,C,H,W]` float32 → `[N,K,Ho,Wo]`."""
+    """`conv` (stride 1, groups 1) computed by NNPACK. `[N,C,H,W]` float32 → `[N,K,Ho,Wo]`.
+
+    The items of a batch are placed side by side in one wide image, `pw` shared zero columns
+    apart (each item then sees exactly its own zero padding), and computed in one call: NNPACK
+    re-transforms the kernels at every call, which at 64² cost about as much as the image
+    (512→512: one 64×64 image 66 ms, two side by side 79 ms, measured), and its own batched
+    path was 2-5× slower per image.
+    """
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
@@ -89,25 +101,54 @@ class NNPackConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if min(x.shape[-2:]) < MIN_SIDE:
             return self.direct(x)
-        x = x.float().contiguous()
-        try:  # one image per call: NNPACK's batched path was 2-5× slower per image (measured)
-            outs = [torch._nnpack_spatial_convolution(x[i:i + 1], self.weight, self.bias, self.padding, [1, 1])
-                    for i in range(x.shape[0])]
+        try:
+            return _side_by_side(x.float(), self.weight, self.bias, self.padding)
         except RuntimeError:  # e.g. NNPACK out of scratch memory: same function, stock kernel
             return self.direct(x)
+
+
+def _round_up(v: int, m: int) -> int:
+    return (v + m - 1) // m * m
+
+
+def _group_size(weight: torch.Tensor, pixels: int) -> int:
+    """How many items of `pixels` pixels share one NNPACK call. Only 3×3 kernels (Winograd,
+    6×6 output tiles) are shared, each item starting at a multiple of the tile, so that every
+    item is computed exactly as alone (measured bit-identical); the FFT paths of other kernels
+    round differently by position."""
+    return max(1, PACK_PIXELS // pixels) if tuple(weight.shape[-2:]) == (3, 3) else 1
+
+
+def _side_by_side(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding) -> torch.Tensor:
+    """NNPACK 2-D convolution of each item of `x` [N,C,H,W] (float32) with `weight` [K,C,kh,kw],
+    the items side by side in calls of `_group_size` items. → [N,K,Ho,Wo]."""
+    n, c, h, w = x.shape
+    ph, pw = padding
+    kh, kw = weight.shape[2:]
+    group = _group_size(weight, h * w) if 2 * pw + 1 >= kw else 1  # narrower than 'same': items mix
+    if group < n:
+        outs = [_side_by_side(x[i:i + group], weight, bias, padding) for i in range(0, n, group)]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+    if n == 1:
+        return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [ph, pw], [1, 1])
+    step = _round_up(w + pw, WINOGRAD_TILE)   # item i at column i·step, ≥ pw zero columns after it
+    wide = x.new_zeros(1, c, h, n * step)
+    wide[0].view(c, h, n, step)[..., :w] = x.permute(1, 2, 0, 3)
+    out = torch._nnpack_spatial_convolution(wide, weight, bias, [ph, pw], [1, 1])
+    ho, wo = out.shape[2], w + 2 * pw - kw + 1
+    return out[0, :, :, :n * step].reshape(-1, ho, n, step)[..., :wo].permute(2, 0, 1, 3).contiguous()
 
 
 class NNPackConv3d(nn.Module):
     """`conv` (kd×k×k, stride 1, groups 1) as one NNPACK 2-D convolution with kd·K outputs,
     whose depth taps are then summed with the right depth shift.
 
-    `[N,C,D,H,W]` float32 → `[N,K,Do,Ho,Wo]` (contiguous). The depth slices of an item are
+    `[N,C,D,H,W]` float32 → `[N,K,Do,Ho,Wo]` (contiguous). The depth slices of all items are
     stacked into one tall image (each slice between `p` zero rows, so no slice sees its
     neighbours) because NNPACK's single-image path is ~2× faster than its batched one; the
-    kd depth taps are stacked as output channels, so the input is transformed once per item
-    (kd separate calls, one per tap, were 1.3-2.7× slower, measured on W's layers), and
-    output slice o adds tap t's map of input slice o + t − pd.
+    kd depth taps are stacked as output channels, so the input is transformed once (kd
+    separate calls, one per tap, were 1.3-2.7× slower, measured on W's layers), and output
+    slice o adds tap t's map of input slice o + t − pd of the same item.
     """
 
     def __init__(self, conv: nn.Conv3d):
@@ -130,26 +171,35 @@ class NNPackConv3d(nn.Module):
             return self.direct(x)
 
     def _depth_shifted(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, d, h, w = x.shape
+        group = _group_size(self.weight, d * (h + 2 * self.pads[1]) * w)
+        if group >= n:
+            return self._tall(x)
+        return torch.cat([self._tall(x[i:i + group]) for i in range(0, n, group)])
+
+    def _tall(self, x: torch.Tensor) -> torch.Tensor:
+        """All depth slices of all items of `x` in one tall image, item-major; each item's
+        block of rows starts at a multiple of the Winograd tile (so it is computed exactly as
+        alone)."""
         n, c, d, h, w = x.shape
         kd, (kh, kw) = self.taps, self.weight.shape[2:]
         k_out = self.weight.shape[0] // kd
         pd, ph, pw = self.pads
         hb = h + 2 * ph                      # rows per slice block: ph zero rows, h rows, ph zero rows
         do, ho, wo = d + 2 * pd - kd + 1, hb - kh + 1, w + 2 * pw - kw + 1
-        outs = []
-        for i in range(n):
-            # kh − 1 tail rows so the 2-D output has whole blocks of hb rows
-            tall = x.new_zeros(1, c, d * hb + kh - 1, w)
-            tall[:, :, :d * hb].view(1, c, d, hb, w)[:, :, :, ph:ph + h] = x[i:i + 1].float()
-            taps = torch._nnpack_spatial_convolution(tall, self.weight, self.no_bias, [0, pw], [1, 1])
-            taps = taps.view(kd, k_out, d, hb, wo)
-            out = self.bias.view(-1, 1, 1, 1).expand(k_out, do, ho, wo).contiguous()
-            for t in range(kd):
-                lo, hi = max(0, pd - t), min(do, d + pd - t)   # output slices whose input slice exists
-                if hi > lo:
-                    out[:, lo:hi] += taps[t, :, lo + t - pd:hi + t - pd, :ho]
-            outs.append(out)
-        return outs[0].unsqueeze(0) if n == 1 else torch.stack(outs)
+        rows = _round_up(d * hb, WINOGRAD_TILE) if n > 1 else d * hb
+        # kh − 1 tail rows so the 2-D output has exactly n·rows rows
+        tall = x.new_zeros(1, c, n * rows + kh - 1, w)
+        tall[0, :, :n * rows].view(c, n, rows, w)[:, :, :d * hb].unflatten(2, (d, hb))[:, :, :, ph:ph + h] = \
+            x.float().transpose(0, 1)
+        taps = torch._nnpack_spatial_convolution(tall, self.weight, self.no_bias, [0, pw], [1, 1])
+        taps = taps.view(kd, k_out, n, rows, wo)[:, :, :, :d * hb].unflatten(3, (d, hb))
+        out = self.bias.view(1, -1, 1, 1, 1).expand(n, k_out, do, ho, wo).contiguous()
+        for t in range(kd):
+            lo, hi = max(0, pd - t), min(do, d + pd - t)   # output slices whose input slice exists
+            if hi > lo:
+                out[:, :, lo:hi] += taps[t, :, :, lo + t - pd:hi + t - pd, :ho].transpose(0, 1)
+        return out
 
 
 class ShiftAddConv2d(nn.Module):

@@ -96,8 +96,9 @@ class Animator:
                 spade_generator, device).
     precision:  'exact' (float32) or 'fast' (fp16 on CUDA/MPS, bf16 on CPUs with native bf16,
                 else float32 with NNPACK Winograd / FFT convolutions).
-    batch_size: frames per W/G batch (and per F batch); on CPU the frames of a batch are still
-                warped one at a time (faster there), so it only sets the chunk size.
+    batch_size: frames per W/G batch (and per F batch). In exact mode on CPU the frames of a
+                batch are still warped one at a time (faster there), so it only sets the chunk
+                size; fast mode on CPU is fastest at 4 (measured).
     max_cached_features: how many source feature volumes (8 MB each in float32) are kept at
                 once; a source item is recomputed only if evicted and needed again (a looping
                 source video longer than this). Image sources compute F exactly once.
@@ -161,11 +162,12 @@ class Animator:
     def warp_decode(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         """One batch: `W(f_s, x_s, x_d)` → `G` → image `[B,3,512,512]` float32 in [0,1].
 
-        f_s `[B,32,16,64,64]`, x_s / x_d `[B,21,3]` (normalised keypoints). On CPU the items
-        run one at a time: W and G give bit-identical items at any batch size, and on a CPU a
-        batch of 4 was 15-50 % slower per frame than single frames (cache; measured).
+        f_s `[B,32,16,64,64]`, x_s / x_d `[B,21,3]` (normalised keypoints). Exact mode on CPU
+        runs the items one at a time (W and G give bit-identical items at any batch size, and
+        a batch of 4 was 15-50 % slower per frame there: cache; measured); the fast copies take
+        the batch and decide per layer (fast_convs: small maps share calls, large ones per item).
         """
-        if self.device.type == "cpu" and f_s.shape[0] > 1:
+        if self.device.type == "cpu" and f_s.shape[0] > 1 and self.precision == "exact":
             return torch.cat([self.warp_decode(f_s[i:i + 1], x_s[i:i + 1], x_d[i:i + 1])
                               for i in range(f_s.shape[0])])
         nets = self._networks()

@@ -123,14 +123,15 @@ def test_batch_size_does_not_change_frames(models, rendered, e2e):
 
 def test_fast_mode_close_to_exact(models, rendered, e2e):
     plan, raw = rendered["base"]
-    sub = KeypointPlan(plan.x_s[1:2], plan.x_d[1:2], plan.source_index[1:2], plan.fps)
+    sub = KeypointPlan(plan.x_s[1:3], plan.x_d[1:3], plan.source_index[1:3], plan.fps)
     from liveportrait_core.fast import bf16_supported_cpu
     from liveportrait_core.fast_convs import NNPackConv2d, NNPackConv3d, nnpack_available
 
-    fast = Animator(models, "fast", batch_size=1)
+    src = torch.from_numpy(e2e["source_crop256_u8"])[None]
+    fast = Animator(models, "fast", batch_size=2)
     assert fast.dtype == (torch.bfloat16 if bf16_supported_cpu() else torch.float32)
-    got = fast.render(sub, torch.from_numpy(e2e["source_crop256_u8"])[None], output="uint8").numpy()
-    exact = parse_output(raw[1:2]).numpy()
+    got_raw = fast.render(sub, src, output="raw")  # one batch of 2 frames
+    got, exact = parse_output(got_raw).numpy(), parse_output(raw[1:3]).numpy()
     psnr = _psnr(got, exact)
     # measured ≈35 dB with bfloat16 (the reference's fp16 autocast gives ≈30 dB vs its float32)
     assert psnr > 30.0, psnr
@@ -139,6 +140,10 @@ def test_fast_mode_close_to_exact(models, rendered, e2e):
         kinds = {type(m) for net in fast._networks().values() for m in net.modules()}
         assert {NNPackConv2d, NNPackConv3d} <= kinds
         assert psnr > 50.0, psnr
+        # the batch of 2 shares NNPACK calls, yet each frame is exactly what it is alone
+        one = KeypointPlan(plan.x_s[2:3], plan.x_d[2:3], plan.source_index[2:3], plan.fps)
+        fast.batch_size = 1
+        assert torch.equal(fast.render(one, src, output="raw"), got_raw[1:2])
 
 
 # --------------------------------------------------------------- plumbing (tiny networks)
