@@ -118,11 +118,12 @@ def stream_chunk(batch_size: int) -> int:
 
 
 def _iter_crops(read_chunks: Callable[[], Iterable[np.ndarray]], tools: FaceTools, faces: FaceOptions,
-                side: str, crop: bool) -> Iterator[FaceCrops]:
+                side: str, crop: bool, track_progress=None) -> Iterator[FaceCrops]:
     """FaceCrops chunk by chunk (`face.pipeline.iter_face_crops`) of the source or driving frames.
 
     read_chunks() → a fresh iterable of `[B,H,W,3]` uint8 chunks (read twice when cropping).
     side: 'source' (our scale/vy, rotated crops) or 'driving' (the global box of all frames).
+    track_progress(frames tracked, None): after every frame of the tracking pass (cropping only).
     """
     from .face.pipeline import iter_face_crops
 
@@ -130,17 +131,34 @@ def _iter_crops(read_chunks: Callable[[], Iterable[np.ndarray]], tools: FaceTool
         return iter_face_crops(read_chunks, None, tools.runner, mode="none", name=side)
     if side == "source":
         return iter_face_crops(read_chunks, tools.detector, tools.runner, purpose="source",
-                               scale=faces.scale, vy=faces.vy, name="source")
-    return iter_face_crops(read_chunks, tools.detector, tools.runner, purpose="driving", name="driving")
+                               scale=faces.scale, vy=faces.vy, name="source", progress=track_progress)
+    return iter_face_crops(read_chunks, tools.detector, tools.runner, purpose="driving", name="driving",
+                           progress=track_progress)
+
+
+def lazy_progress(progress_factory, desc: str):
+    """A progress callable whose bar `progress_factory(total, desc)` is made at its first call
+    (so a pass that never runs shows no bar); None without a factory."""
+    if progress_factory is None:
+        return None
+    bar = []
+
+    def update(done: int, total: Optional[int] = None) -> None:
+        if not bar:
+            bar.append(progress_factory(total, desc))
+        bar[0](done, total)
+
+    return update
 
 
 def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptions, note: NOTE,
-                   progress=None):
+                   progress=None, track_progress=None):
     """Motion of the driving input (template, image, video or image folder).
 
     Videos are streamed (`vio.iter_chunks`): only one chunk of frames and the Motion are held;
     with the global crop box the file is read twice (tracking, then crops + motion).
-    progress(frames done, None) after every chunk, then (F, F).
+    progress(frames done, None) after every chunk, then (F, F); track_progress(frames tracked,
+    None) after every frame of the tracking pass.
     """
     from .motion import Motion
     from .templates import load_motion
@@ -160,7 +178,7 @@ def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptio
     parts: List[Motion] = []
     done = 0
     for fc in _iter_crops(lambda: vio.iter_chunks(path, chunk, run.max_frames), tools, run.faces,
-                          "driving", crop):
+                          "driving", crop, track_progress):
         parts.append(extract_motion(models, fc, fps, run.batch_size))
         done += len(fc)
         if progress is not None:
@@ -191,11 +209,12 @@ class SourceFrames:
             self.reader.close()
 
 
-def source_crops(path: str, kind: str, tools: FaceTools, run: RunOptions) -> tuple:
+def source_crops(path: str, kind: str, tools: FaceTools, run: RunOptions, track_progress=None) -> tuple:
     """Source face crops, fps and the frames to paste back into: (FaceCrops, fps, SourceFrames).
 
     A still image is shrunk to source_max_dim (even sizes) when cropping; a video or folder is
-    streamed twice (tracking, then crops) and only its 256² crops are kept.
+    streamed twice (tracking, then crops) and only its 256² crops are kept;
+    track_progress(frames tracked, None) after every frame of the tracking pass.
     """
     from .face.crop import resize_to_limit
     from .face.pipeline import concat_crops
@@ -211,7 +230,7 @@ def source_crops(path: str, kind: str, tools: FaceTools, run: RunOptions) -> tup
     fps = vio.probe(path).fps
     chunk = stream_chunk(run.batch_size)
     parts = list(_iter_crops(lambda: vio.iter_chunks(path, chunk, run.max_frames), tools, run.faces,
-                             "source", run.faces.crop))
+                             "source", run.faces.crop, track_progress))
     return concat_crops(parts), fps, SourceFrames(path=path, max_frames=run.max_frames)
 
 
@@ -257,10 +276,12 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
     s_kind, d_kind = input_kind(source, "source"), input_kind(driving, "driving")
     run.compose.validate()
     tools = FaceTools(models, run.faces, note)
-    src_crops, src_fps, src_frames = source_crops(source, s_kind, tools, run)
+    src_crops, src_fps, src_frames = source_crops(source, s_kind, tools, run,
+                                                  lazy_progress(progress_factory, "tracking source faces"))
     src_motion = extract_motion(models, src_crops, src_fps, run.batch_size)
-    drv_prog = progress_factory(None, "driving motion") if progress_factory is not None else None
-    drv_motion = driving_motion(driving, d_kind, models, tools, run, note, drv_prog)
+    drv_motion = driving_motion(driving, d_kind, models, tools, run, note,
+                                lazy_progress(progress_factory, "driving motion"),
+                                lazy_progress(progress_factory, "tracking driving faces"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = compose(src_motion, drv_motion, getattr(models, "stitching_retargeting", None), run.compose)
@@ -326,8 +347,8 @@ def extract_motion_file(driving: str, output: str, models, run: RunOptions, note
     if kind == "template":
         raise InputError(f"driving '{driving}' already is a motion template.")
     tools = FaceTools(models, run.faces, note)
-    prog = progress_factory(None, "driving motion") if progress_factory is not None else None
-    motion = driving_motion(driving, kind, models, tools, run, note, prog)
+    motion = driving_motion(driving, kind, models, tools, run, note, lazy_progress(progress_factory, "driving motion"),
+                            lazy_progress(progress_factory, "tracking driving faces"))
     if motion.eye_ratio is None:
         note("the template has no eye/lip ratio lists (no landmark model): it cannot drive eye/lip retargeting.")
     return save_motion(motion, output)

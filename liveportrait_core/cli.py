@@ -50,7 +50,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     g.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
                    help="frames per network batch; larger is faster on GPUs and needs more memory (default: 4; "
-                        "on CPU frames are rendered one at a time whatever it is)")
+                        "also the fastest for --precision fast on CPU; exact mode on CPU renders frames one "
+                        "at a time whatever it is)")
     g.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
                    help="use at most N frames of the driving (and source) video")
     f = p.add_argument_group("faces")

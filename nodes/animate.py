@@ -34,7 +34,8 @@ class LivePortraitAnimate(io.ComfyNode):
                 LPKeypoints.Input("keypoints", tooltip="Keypoint plan from LivePortrait Retarget."),
                 io.Int.Input("batch_size", optional=True, default=4, min=1, max=64,
                              tooltip="Frames warped and decoded together: higher is faster on a GPU but needs "
-                                     "more memory (about 0.5 GB per frame in fp32)."),
+                                     "more memory (about 0.5 GB per frame in fp32). On CPU, 4 is fastest for "
+                                     "fast precision; exact precision renders frames one at a time anyway."),
                 io.Combo.Input("precision", optional=True, options=["exact", "fast"], default="exact",
                                tooltip="exact: the networks as loaded (fp32 gives the reference result). fast: "
                                        "float16 on GPUs, bfloat16 on CPUs that support it, else float32 with "

@@ -66,11 +66,12 @@ def _same(a, b):
 
 def test_cropped_driving_video_streamed_gives_the_same_motion(streamed, models, offline, runner):
     run = animate.RunOptions(batch_size=3, max_frames=5)
-    seen = []
+    seen, tracked = [], []
     m = animate.driving_motion(VIDEO, "video", models, streamed["tools"], run, print,
-                               lambda d, t: seen.append((d, t)))
+                               lambda d, t: seen.append((d, t)), lambda d, t: tracked.append((d, t)))
     assert max(streamed["sizes"]) == 3 and sum(streamed["sizes"]) == 2 * 5  # 2 passes of 3 + 2
     assert seen == [(3, None), (5, None), (5, 5)]
+    assert tracked == [(i, None) for i in range(1, 6)]  # the tracking pass, frame by frame
     frames, fps = streamed["whole"](VIDEO, 5)
     want = extract_motion(models, crop_faces(frames, offline, runner, purpose="driving", name="driving"),
                           fps, run.batch_size)
@@ -141,3 +142,18 @@ def test_bad_streamed_inputs_give_one_error_and_no_output(streamed, models, tmp_
         with pytest.raises(err, match=words):
             animate.animate_files(source, driving, str(out), models, run, note=lambda m: None)
         assert not out.exists() and not [n for n in os.listdir(tmp_path) if ".part" in n]
+
+
+def test_lazy_progress_makes_its_bar_at_the_first_call():
+    made = []
+
+    def factory(total, desc):
+        made.append(desc)
+        return lambda done, total=None: made.append((done, total))
+
+    assert animate.lazy_progress(None, "x") is None
+    unused, used = animate.lazy_progress(factory, "unused"), animate.lazy_progress(factory, "tracking")
+    assert made == []  # a pass that never runs shows no bar
+    used(1)
+    used(2, 2)
+    assert made == ["tracking", (1, None), (2, 2)] and unused is not None
