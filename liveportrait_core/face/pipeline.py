@@ -190,7 +190,8 @@ def iter_face_crops(read_chunks: Callable[[], Iterable], detector: Optional[Face
     the crops. Mode 'none' (frames already are crops) reads once and needs no detector (each
     frame is then independent). Concatenating the chunks (`concat_crops`) gives exactly what
     `crop_faces` gives for all frames at once; frame_index is global, missing_frames per chunk.
-    progress(frames done, None) is called after every frame of pass 1 (mode 'none': per chunk).
+    progress(frames done, None) is called after every frame of pass 1, then (F, F) when it ends
+    (mode 'none': per chunk).
     """
     if mode == "none":
         if detector is not None:
@@ -216,6 +217,8 @@ def iter_face_crops(read_chunks: Callable[[], Iterable], detector: Optional[Face
         del chunk, imgs  # free this chunk before the next one is decoded
     tracks = tracker.finish()
     n = tracker.n
+    if progress:
+        progress(n, n)  # pass 1 done (a progress bar can close)
     mats_o2c = [_matrices(t, n, purpose, p, rotate, smooth, crop_size) for t in tracks]
     start = 0
     for chunk in read_chunks():
