@@ -198,9 +198,10 @@ class _FastSPADE(nn.Module):
     """Stand-in for SPADE (`IN(x)·(1+γ) + β`) in prepared copies.
 
     The `1+` is folded into the γ conv's bias and the modulation is one fused `addcmul`; the
-    instance norm of each item is a training-mode batch norm of that item alone (same statistics,
-    accumulated in float32 by PyTorch), whose CPU kernel keeps the channels-last layout. The stock
-    instance norm returns the default layout, and mixing layouts made G ~2× slower (measured).
+    instance norm is a training-mode batch norm (same statistics, accumulated in float32 by
+    PyTorch): of the N·C maps as channels for contiguous inputs, of each item alone for
+    channels-last ones, whose CPU kernel then keeps the layout. The stock instance norm returns
+    the default layout, and mixing layouts made G ~2× slower (measured).
     `fuse`: γ and β (two convs of the same input) become one conv with both outputs, so the
     input is read and transformed once (used by the float32 NNPACK path).
     """
@@ -234,27 +235,34 @@ class _FastSPADE(nn.Module):
             seg = torch.nn.functional.interpolate(seg, size=x.shape[2:], mode="nearest")
         return self.modulate(x, self.mlp_shared(seg))
 
-    def _normalized(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        return torch.nn.functional.batch_norm(x[i:i + 1], None, None, training=True, eps=self.eps)
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Instance norm of contiguous `x` [N,C,H,W]: one training-mode batch norm of the N·C
+        maps as channels (per-map statistics, accumulated in float32 by PyTorch)."""
+        n, c = x.shape[:2]
+        return torch.nn.functional.batch_norm(x.reshape(1, n * c, *x.shape[2:]), None, None, training=True,
+                                              eps=self.eps).view_as(x)
 
-    def modulate(self, x: torch.Tensor, actv: torch.Tensor) -> torch.Tensor:
+    def modulate(self, x: torch.Tensor, actv: torch.Tensor, normalized: Optional[torch.Tensor] = None) -> torch.Tensor:
         """`IN(x)·(1+γ) + β` with γ, β from the hidden map `actv` (= ReLU(mlp_shared(seg))),
         or `then(IN(x)·(1+γ) + β)` when built with `then` (a bias-free 1×1 conv, folded into β:
-        fewer β outputs when `then` narrows the channels, as G's learned shortcuts do)."""
+        fewer β outputs when `then` narrows the channels, as G's learned shortcuts do).
+        `normalized`: IN(x), when the caller has it already."""
         if hasattr(self, "then"):
             gamma1, beta = self.mlp_gamma_beta(actv).split(self.split, dim=1)
-            scaled = torch.empty_like(gamma1)
-            for i in range(x.shape[0]):
-                torch.mul(self._normalized(x, i), gamma1[i:i + 1], out=scaled[i:i + 1])
-            return self.then(scaled).add_(beta)
-        if hasattr(self, "mlp_gamma_beta"):
+        elif hasattr(self, "mlp_gamma_beta"):
             gamma1, beta = self.mlp_gamma_beta(actv).chunk(2, dim=1)
         else:
             gamma1, beta = self.mlp_gamma(actv), self.mlp_beta(actv)
-        out = torch.empty_like(gamma1)
-        for i in range(x.shape[0]):  # items are independent; a few per batch
-            torch.addcmul(beta[i:i + 1], self._normalized(x, i), gamma1[i:i + 1], out=out[i:i + 1])
-        return out
+        if normalized is None and not x.is_contiguous() and not hasattr(self, "then"):  # channels-last
+            out = torch.empty_like(gamma1)
+            for i in range(x.shape[0]):  # per item: the batch norm keeps the layout
+                xi = torch.nn.functional.batch_norm(x[i:i + 1], None, None, training=True, eps=self.eps)
+                torch.addcmul(beta[i:i + 1], xi, gamma1[i:i + 1], out=out[i:i + 1])
+            return out
+        xn = normalized if normalized is not None else self.normalize(x)
+        if hasattr(self, "then"):
+            return self.then(xn * gamma1).add_(beta)
+        return torch.addcmul(beta, xn, gamma1)
 
 
 def _replace_spade(net: nn.Module) -> int:
@@ -305,16 +313,18 @@ class _FastSPADEResnetBlock(nn.Module):
         self.conv_0, self.conv_1 = block.conv_0, block.conv_1
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > 1 and x.shape[2] * x.shape[3] > PACK_PIXELS:
-            # large maps one item at a time: batched, a 256² block's maps overflow the caches
-            # (batch 4 ran ~10 % slower per frame than single items, measured)
+        if x.shape[0] > 1 and 2 * x.shape[2] * x.shape[3] > PACK_PIXELS:
+            # maps too large to share NNPACK calls: the block one item at a time (batched, a
+            # 256² block's maps overflow the caches, and each conv would concatenate its
+            # per-item outputs: batch 4 ran 10-20 % slower per frame, measured)
             return torch.cat([self(x[i:i + 1], seg[i:i + 1]) for i in range(x.shape[0])])
         if seg.shape[2:] != x.shape[2:]:
             seg = torch.nn.functional.interpolate(seg, size=x.shape[2:], mode="nearest")
         lrelu = torch.nn.functional.leaky_relu_  # in place: fresh maps, 17-100 MB per item at 256²
         actv = torch.relu_(self.mlp_shared(seg)).split(self.hidden, dim=1)
-        xs = self.norm_s.modulate(x, actv[2]) if self.learned_shortcut else x  # conv_s included
-        dx = self.conv_0(lrelu(self.norm_0.modulate(x, actv[0]), 0.2))
+        xn = self.norm_0.normalize(x)  # norm_0 and norm_s normalise the same x (same eps)
+        xs = self.norm_s.modulate(x, actv[2], xn) if self.learned_shortcut else x  # conv_s included
+        dx = self.conv_0(lrelu(self.norm_0.modulate(x, actv[0], xn), 0.2))
         dx = self.conv_1(lrelu(self.norm_1.modulate(dx, actv[1]), 0.2))
         return xs + dx
 
