@@ -15,6 +15,9 @@ to the stock convolution if NNPACK refuses an input):
   one GEMM to K·k² tap maps followed by k² shifted adds; oneDNN's direct kernel ran such a
   layer at a few GMAC/s (degenerate output dimension), this at GEMM speed.
 
+The items of a batch share NNPACK calls on small maps (PACK_PIXELS), placed side by side or
+stacked at multiples of the Winograd tile, so each item is computed exactly as it is alone.
+
 Accuracy: float32 round-off of the transforms only (≈1e-5 relative per layer here, against
 bfloat16's ≈4e-3); used by the 'fast' precision (fast.py), never by 'exact'.
 """
