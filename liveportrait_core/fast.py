@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .fast_convs import PACK_PIXELS
+from .fast_convs import PACK_PIXELS, replace_convs
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -194,6 +194,17 @@ def _replace_pool3d_blocks(net: nn.Module) -> int:
     return n
 
 
+def _stacked_conv(like: nn.Conv2d, weights, biases) -> nn.Conv2d:
+    """A copy of conv `like` whose outputs are the given weight / bias blocks, stacked in order
+    (several convs of the same input as one, so the input is read and transformed once)."""
+    conv = copy.deepcopy(like)
+    with torch.no_grad():
+        conv.weight = nn.Parameter(torch.cat([w.detach() for w in weights]), requires_grad=False)
+        conv.bias = nn.Parameter(torch.cat([b.detach() for b in biases]), requires_grad=False)
+    conv.out_channels = int(conv.weight.shape[0])
+    return conv
+
+
 class _FastSPADE(nn.Module):
     """Stand-in for SPADE (`IN(x)·(1+γ) + β`) in prepared copies.
 
@@ -221,12 +232,9 @@ class _FastSPADE(nn.Module):
                     w_then = then.weight.detach().double()[:, :, 0, 0]
                     beta_w = torch.einsum("oc,cikl->oikl", w_then, beta_w.double()).to(beta_w.dtype)
                     beta_b = (w_then @ beta_b.double()).to(beta_b.dtype)
-                    self.then, self.split = then, [gamma1.out_channels, then.out_channels]
-                both = copy.deepcopy(spade.mlp_beta)
-                both.weight = nn.Parameter(torch.cat([gamma1.weight, beta_w]), requires_grad=False)
-                both.bias = nn.Parameter(torch.cat([gamma1.bias, beta_b]), requires_grad=False)
-                both.out_channels = int(both.weight.shape[0])
-                self.mlp_gamma_beta = both
+                    self.then = then
+                self.mlp_gamma_beta = _stacked_conv(spade.mlp_beta, [gamma1.weight, beta_w], [gamma1.bias, beta_b])
+                self.split = [gamma1.out_channels, beta_w.shape[0]]
             else:
                 self.mlp_gamma, self.mlp_beta = gamma1, spade.mlp_beta
 
@@ -247,10 +255,8 @@ class _FastSPADE(nn.Module):
         or `then(IN(x)·(1+γ) + β)` when built with `then` (a bias-free 1×1 conv, folded into β:
         fewer β outputs when `then` narrows the channels, as G's learned shortcuts do).
         `normalized`: IN(x), when the caller has it already."""
-        if hasattr(self, "then"):
+        if hasattr(self, "mlp_gamma_beta"):
             gamma1, beta = self.mlp_gamma_beta(actv).split(self.split, dim=1)
-        elif hasattr(self, "mlp_gamma_beta"):
-            gamma1, beta = self.mlp_gamma_beta(actv).chunk(2, dim=1)
         else:
             gamma1, beta = self.mlp_gamma(actv), self.mlp_beta(actv)
         if normalized is None and not x.is_contiguous() and not hasattr(self, "then"):  # channels-last
@@ -301,12 +307,8 @@ class _FastSPADEResnetBlock(nn.Module):
         spades = [_FastSPADE(getattr(block, k), fuse=True, then=block.conv_s if k == "norm_s" else None)
                   for k in names]
         convs = [sp.mlp_shared[0] for sp in spades]
-        shared = copy.deepcopy(convs[0])
-        with torch.no_grad():
-            shared.weight = nn.Parameter(torch.cat([c.weight for c in convs]), requires_grad=False)
-            shared.bias = nn.Parameter(torch.cat([c.bias for c in convs]), requires_grad=False)
-        shared.out_channels = int(shared.weight.shape[0])
-        self.mlp_shared, self.hidden = shared, [c.out_channels for c in convs]
+        self.mlp_shared = _stacked_conv(convs[0], [c.weight for c in convs], [c.bias for c in convs])
+        self.hidden = [c.out_channels for c in convs]
         for k, sp in zip(names, spades):
             del sp.mlp_shared  # computed here, once for all
             setattr(self, k, sp)
@@ -409,8 +411,6 @@ def prepare_network(
         fold_batchnorm(m)
     spade = 0
     if nnpack and dtype == torch.float32 and device.type == "cpu":
-        from .fast_convs import replace_convs
-
         _replace_spade_blocks(m)  # before the conv swap, so the fused convs are swapped too
         replace_convs(m)
     if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":

@@ -123,16 +123,27 @@ def _group_size(weight: torch.Tensor, pixels: int) -> int:
     return max(1, PACK_PIXELS // pixels) if tuple(weight.shape[-2:]) == (3, 3) else 1
 
 
+def _by_groups(fn, x: torch.Tensor, group: int) -> torch.Tensor:
+    """`fn` over consecutive groups of `group` items of `x`, concatenated."""
+    if group >= x.shape[0]:
+        return fn(x)
+    return torch.cat([fn(x[i:i + group]) for i in range(0, x.shape[0], group)])
+
+
 def _side_by_side(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding) -> torch.Tensor:
     """NNPACK 2-D convolution of each item of `x` [N,C,H,W] (float32) with `weight` [K,C,kh,kw],
     the items side by side in calls of `_group_size` items. → [N,K,Ho,Wo]."""
+    group = _group_size(weight, x.shape[2] * x.shape[3])
+    if 2 * padding[1] + 1 < weight.shape[3]:  # narrower than 'same' padding: items would mix
+        group = 1
+    return _by_groups(lambda g: _one_wide_call(g, weight, bias, padding), x, group)
+
+
+def _one_wide_call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding) -> torch.Tensor:
+    """All items of `x` side by side in one NNPACK call (see `_side_by_side`)."""
     n, c, h, w = x.shape
     ph, pw = padding
     kh, kw = weight.shape[2:]
-    group = _group_size(weight, h * w) if 2 * pw + 1 >= kw else 1  # narrower than 'same': items mix
-    if group < n:
-        outs = [_side_by_side(x[i:i + group], weight, bias, padding) for i in range(0, n, group)]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
     if n == 1:
         return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [ph, pw], [1, 1])
     step = _round_up(w + pw, WINOGRAD_TILE)   # item i at column i·step, ≥ pw zero columns after it
@@ -175,11 +186,8 @@ class NNPackConv3d(nn.Module):
             return self.direct(x)
 
     def _depth_shifted(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, d, h, w = x.shape
-        group = _group_size(self.weight, d * (h + 2 * self.pads[1]) * w)
-        if group >= n:
-            return self._tall(x)
-        return torch.cat([self._tall(x[i:i + group]) for i in range(0, n, group)])
+        _, _, d, h, w = x.shape
+        return _by_groups(self._tall, x, _group_size(self.weight, d * (h + 2 * self.pads[1]) * w))
 
     def _tall(self, x: torch.Tensor) -> torch.Tensor:
         """All depth slices of all items of `x` in one tall image, item-major; each item's
