@@ -59,6 +59,12 @@ class KeypointPlan:
     def __len__(self) -> int:
         return int(self.x_d.shape[0])
 
+    def frames(self, start: int, stop: int) -> "KeypointPlan":
+        """Items [start, stop) of the plan (to resume a render, or to render part of it)."""
+        cut = lambda t: None if t is None else t[start:stop]  # noqa: E731
+        return KeypointPlan(x_s=cut(self.x_s), x_d=cut(self.x_d), source_index=cut(self.source_index),
+                            fps=self.fps, face_id=cut(self.face_id), frame_index=cut(self.frame_index))
+
 
 RatioTarget = Union[None, float, Sequence[float], torch.Tensor]
 

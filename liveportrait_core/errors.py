@@ -2,7 +2,19 @@
 
 
 class LivePortraitError(ValueError):
-    """Base class of every error a user can fix (bad file, missing weights, no face…)."""
+    """Base class of every error a user can fix (bad file, missing weights, no face…).
+
+    Hosts print an exception as "<module>.<class>: message"; inside ComfyUI's custom_nodes/ the
+    module would be a long file path, so every subclass reports the short public name
+    "liveportrait" (the message stays first and readable: "liveportrait.FaceNotFoundError: …").
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__module__ = "liveportrait"
+
+
+LivePortraitError.__module__ = "liveportrait"
 
 
 class WeightsError(LivePortraitError):
@@ -23,3 +35,4 @@ class VideoError(LivePortraitError):
 
 class InputError(LivePortraitError):
     """Inputs that do not fit together (shapes, batch sizes, options)."""
+

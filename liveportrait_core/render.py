@@ -132,6 +132,10 @@ class Animator:
                               for k, v in raw.items()}
         return self._nets
 
+    def networks(self) -> Dict[str, torch.nn.Module]:
+        """The networks this animator runs: F / W / G as loaded (exact) or their fast copies."""
+        return self._networks()
+
     def _scope(self):
         return flush_denormal(self.device.type == "cpu")
 

@@ -8,10 +8,9 @@ Devices / memory / progress / cancel wrap `comfy.model_management` and `comfy.ut
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 
@@ -122,24 +121,28 @@ def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-@contextlib.contextmanager
-def models_on_device(models, extra_bytes: int = 0) -> Iterator[torch.device]:
-    """Free ComfyUI memory, move the networks to the compute device, park them after.
+def model_patcher(module: torch.nn.Module, size: int = 0):
+    """A ComfyUI ModelPatcher for one network: ComfyUI's memory manager then moves it between the
+    compute and the offload device, counts it, and unloads it on "Unload models" / `POST /free`."""
+    import comfy.model_patcher
 
-    The free-memory + offload pattern of the guide (§7): a diffusion model in the same graph is
-    unloaded only as much as needed, and our networks never stay on the GPU between nodes.
-    """
-    device = compute_device()
-    offload = offload_device()
-    if device != offload:
-        mm.free_memory(models.memory_bytes() + int(extra_bytes), device)
-    models.to(device)  # LivePortraitModels.to: in place, keeps its dtype policy
-    try:
-        yield device
-    finally:
-        if device != offload:
-            models.to(offload)
-            mm.soft_empty_cache()
+    return comfy.model_patcher.CoreModelPatcher(module, load_device=compute_device(),
+                                                offload_device=offload_device(), size=int(size))
+
+
+def load_patchers(patchers: list, memory_required: int) -> None:
+    """Load `patchers` fully on the compute device, keeping `memory_required` bytes free beside
+    them for activations (ComfyUI unloads other models as needed)."""
+    mm.load_models_gpu(list(patchers), memory_required=int(memory_required), force_full_load=True)
+
+
+def raise_unless_out_of_memory(e: BaseException) -> None:
+    """Re-raise `e` unless it is an out-of-memory error of the compute device."""
+    mm.raise_non_oom(e)
+
+
+def soft_empty_cache() -> None:
+    mm.soft_empty_cache()
 
 
 def free_bytes(device: torch.device) -> int:

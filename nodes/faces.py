@@ -37,24 +37,24 @@ class LivePortraitCropFace(io.ComfyNode):
                 FaceLandmarks.Input("face_landmarks", optional=True,
                                     tooltip="ComfyUI core FACE_LANDMARKS (MediaPipe Face Landmarker) for the same "
                                             "IMAGE, used instead of a detector to place the faces."),
-                io.Combo.Input("purpose", optional=True, options=PURPOSES, default="source",
+                io.Combo.Input("purpose", options=PURPOSES, default="source",
                                tooltip="source: crop for animating (scale 2.3, vy -0.125). driving: crop a driving "
                                        "video (scale 2.2, vy -0.1). custom: use scale / vx_ratio / vy_ratio below. "
                                        "none: the frames already are face crops (resized to 256, no detection)."),
-                io.Float.Input("scale", optional=True, default=2.3, min=1.0, max=4.0, step=0.05,
+                io.Float.Input("scale", default=2.3, min=1.0, max=4.0, step=0.05,
                                tooltip="custom only: crop side / face size (larger = more background)."),
-                io.Float.Input("vx_ratio", optional=True, default=0.0, min=-0.5, max=0.5, step=0.01,
+                io.Float.Input("vx_ratio", default=0.0, min=-0.5, max=0.5, step=0.01,
                                tooltip="custom only: horizontal shift of the crop, in crop sides."),
-                io.Float.Input("vy_ratio", optional=True, default=-0.125, min=-0.5, max=0.5, step=0.005,
+                io.Float.Input("vy_ratio", default=-0.125, min=-0.5, max=0.5, step=0.005,
                                tooltip="custom only: vertical shift of the crop, in crop sides (negative = up)."),
-                io.Int.Input("face_index", optional=True, default=0, min=-1, max=63,
+                io.Int.Input("face_index", default=0, min=-1, max=63,
                              tooltip="Which face (after ordering) to crop; -1 = all faces, each tracked as its "
                                      "own face id, so one motion animates everyone."),
-                io.Combo.Input("face_order", optional=True, options=FACE_ORDERS, default="large-small",
+                io.Combo.Input("face_order", options=FACE_ORDERS, default="large-small",
                                tooltip="How faces are ordered for face_index."),
-                io.Boolean.Input("rotate", optional=True, default=True,
+                io.Boolean.Input("rotate", default=True,
                                  tooltip="Rotate the crop to cancel head roll (reference behaviour)."),
-                io.Float.Input("smoothing", optional=True, default=0.0, min=0.0, max=20.0, step=0.5,
+                io.Float.Input("smoothing", default=0.0, min=0.0, max=20.0, step=0.5,
                                tooltip="Video sources: smooth the crop boxes over time against jitter, as a "
                                        "Gaussian sigma in frames (0 = reference behaviour, no smoothing). Driving "
                                        "videos use one box for the whole clip anyway."),
@@ -68,9 +68,8 @@ class LivePortraitCropFace(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, models, detector=None, face_landmarks=None, purpose: str = "source",
-                scale: float = 2.3, vx_ratio: float = 0.0, vy_ratio: float = -0.125, face_index: int = 0,
-                face_order: str = "large-small", rotate: bool = True, smoothing: float = 0.0) -> io.NodeOutput:
+    def execute(cls, image, models, purpose: str, scale: float, vx_ratio: float, vy_ratio: float, face_index: int,
+                face_order: str, rotate: bool, smoothing: float, detector=None, face_landmarks=None) -> io.NodeOutput:
         from ..liveportrait_core.errors import InputError
         from ..liveportrait_core.face.pipeline import crop_faces
 
@@ -203,9 +202,9 @@ class LivePortraitPasteBack(io.ComfyNode):
                 LPKeypoints.Input("keypoints", optional=True,
                                   tooltip="Optional: the keypoint plan given to Animate, to place each crop exactly "
                                           "(needed only when source video and driving lengths differ)."),
-                io.Float.Input("feather", optional=True, default=0.0, min=0.0, max=128.0, step=1.0,
+                io.Float.Input("feather", default=0.0, min=0.0, max=128.0, step=1.0,
                                tooltip="Extra softening of the mask edge, in 512-crop pixels (0 = reference)."),
-                io.Float.Input("color_match", optional=True, default=0.0, min=0.0, max=1.0, step=0.05,
+                io.Float.Input("color_match", default=0.0, min=0.0, max=1.0, step=0.05,
                                tooltip="Match the pasted face's colours to the original (0 = off, reference)."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="Frames with the animated faces pasted in."),
@@ -213,8 +212,8 @@ class LivePortraitPasteBack(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, source_image, crops, source_faces, mask=None, keypoints=None, feather: float = 0.0,
-                color_match: float = 0.0) -> io.NodeOutput:
+    def execute(cls, source_image, crops, source_faces, feather: float, color_match: float, mask=None,
+                keypoints=None) -> io.NodeOutput:
         from ..liveportrait_core.errors import InputError
         from ..liveportrait_core.face.paste import paste_back
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from typing import Optional
 
 import torch
@@ -18,10 +19,10 @@ PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 DOWNLOAD = {"Kijai/LivePortrait_safetensors": "safetensors", "KwaiVGI/LivePortrait": "pth", "never": None}
 _NETWORK_FILES = tuple(f"appearance_feature_extractor{e}" for e in (".safetensors", ".pth"))
 
-# Loaded weights, keyed by (folder, files' mtimes, dtype, device); at most _CACHE_SIZE entries so
-# switching weights in a graph does not pile up copies. Never filled at import.
-_MODELS_CACHE: dict = {}
-_CACHE_SIZE = 2
+# Loaded weights by (folder, files' mtimes, dtype). Weak: ComfyUI's output cache of the loader node
+# holds the models, so "Unload models" / POST /free (which drop that cache) free them; while they
+# are alive, two loader nodes of the same weights share one copy. Never filled at import.
+_MODELS_CACHE: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
 
 def weight_sets() -> dict[str, str]:
@@ -84,15 +85,14 @@ def resolve_weights(choice: str, download: str, progress: Optional[C.Progress] =
     return next(iter(sets.values()), folder)
 
 
-def load_cached(folder: str, dtype: torch.dtype, device: torch.device):
-    """LivePortraitModels for (folder, dtype, device), loaded once and kept on the offload device."""
+def load_cached(folder: str, dtype: torch.dtype):
+    """LivePortraitModels for (folder, dtype), loaded on the offload device; ComfyUI's memory
+    manager moves the networks to the compute device when a node needs them (nodes/memory.py)."""
     from ..liveportrait_core.weights import load_models
 
-    key = (os.path.realpath(folder), _signature(folder), str(dtype), str(device))
+    key = (os.path.realpath(folder), _signature(folder), str(dtype))
     models = _MODELS_CACHE.get(key)
     if models is None:
-        while len(_MODELS_CACHE) >= _CACHE_SIZE:
-            _MODELS_CACHE.pop(next(iter(_MODELS_CACHE)))
         models = load_models(folder, device=C.offload_device(), dtype=dtype)
         _MODELS_CACHE[key] = models
     return models
@@ -109,17 +109,18 @@ class LoadLivePortraitModels(io.ComfyNode):
                 "Loads the five LivePortrait networks and the 203-point landmark model from "
                 "models/liveportrait (or a 'liveportrait:' entry of extra_model_paths.yaml). Accepts "
                 "the reference .pth tree (liveportrait/base_models/…) and flat .safetensors files. "
-                "Loaded once and cached; computation happens on ComfyUI's device in the nodes that use it."),
+                "ComfyUI's model manager moves them to its device when a node needs them and frees them on "
+                "'Unload models'."),
             inputs=[
-                io.Combo.Input("weights", optional=True, options=[AUTO, *weight_sets().keys()], default=AUTO,
+                io.Combo.Input("weights", options=[AUTO, *weight_sets().keys()], default=AUTO,
                                tooltip="Which weight set in models/liveportrait: 'auto' takes the first "
                                        "human set found (and downloads one if there is none and "
                                        "download_from_hub allows it); otherwise the folder holding the networks."),
-                io.Combo.Input("precision", optional=True, options=PRECISIONS, default="auto",
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="Weights dtype. auto: fp32 on CPU; fp16 (or bf16) where ComfyUI "
                                        "reports the device supports it. The motion extractor and the "
                                        "stitching MLPs always stay fp32."),
-                io.Combo.Input("download_from_hub", optional=True, options=list(DOWNLOAD), default="Kijai/LivePortrait_safetensors",
+                io.Combo.Input("download_from_hub", options=list(DOWNLOAD), default="Kijai/LivePortrait_safetensors",
                                tooltip="When no weights are found: Hugging Face repo to download them from into "
                                        "models/liveportrait (progress on the node), or 'never'. Offline, the "
                                        "error lists the files to put there by hand."),
@@ -130,7 +131,7 @@ class LoadLivePortraitModels(io.ComfyNode):
         )
 
     @classmethod
-    def fingerprint_inputs(cls, weights: str = AUTO, precision: str = "auto", download_from_hub: str = ""):
+    def fingerprint_inputs(cls, weights: str = AUTO, **_):
         """Re-run when the chosen weight files change on disk (never downloads)."""
         try:
             sets = weight_sets()
@@ -140,11 +141,10 @@ class LoadLivePortraitModels(io.ComfyNode):
             return "no weights"
 
     @classmethod
-    def execute(cls, weights: str = AUTO, precision: str = "auto",
-                download_from_hub: str = "Kijai/LivePortrait_safetensors") -> io.NodeOutput:
+    def execute(cls, weights: str, precision: str, download_from_hub: str) -> io.NodeOutput:
         device = C.compute_device()
         folder = resolve_weights(weights, download_from_hub, C.Progress(1, cls.hidden.unique_id))
-        models = load_cached(folder, C.choose_dtype(precision, device), device)
+        models = load_cached(folder, C.choose_dtype(precision, device))
         return io.NodeOutput(models)
 
 
@@ -199,12 +199,12 @@ class LivePortraitLoadFaceDetector(io.ComfyNode):
                 "landmark model of the LivePortrait weights then refines every face. Mind the "
                 "licence of each backend (see the backend tooltip)."),
             inputs=[
-                io.Combo.Input("backend", optional=True, options=DETECTOR_BACKENDS, default="offline", tooltip=_BACKEND_HELP),
-                io.Float.Input("threshold", optional=True, default=-1.0, min=-1.0, max=1.0, step=0.01,
+                io.Combo.Input("backend", options=DETECTOR_BACKENDS, default="offline", tooltip=_BACKEND_HELP),
+                io.Float.Input("threshold", default=-1.0, min=-1.0, max=1.0, step=0.01,
                                tooltip="Detection score threshold; lower finds more (smaller, partly hidden) faces. "
                                        "-1 = the backend's default (insightface 0.15 as the reference, yunet 0.6, "
                                        "dlib 0.2; OpenCV's cascade has none)."),
-                io.Int.Input("max_side", optional=True, default=640, min=128, max=4096, step=32,
+                io.Int.Input("max_side", default=640, min=128, max=4096, step=32,
                              tooltip="offline/yunet: frames are scaled to at most this side for detection (speed); "
                                      "boxes are mapped back to full resolution. insightface always uses 512."),
             ],
@@ -213,7 +213,7 @@ class LivePortraitLoadFaceDetector(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, backend: str = "offline", threshold: float = -1.0, max_side: int = 640) -> io.NodeOutput:
+    def execute(cls, backend: str, threshold: float, max_side: int) -> io.NodeOutput:
         from ..liveportrait_core.face.detectors import make_detector
 
         thresh = _DEFAULT_THRESHOLDS.get(backend, 0.5) if threshold < 0 else threshold

@@ -89,7 +89,7 @@ def test_schemas_are_documented(pack):
     assert info["LivePortraitCropFace"]["output"] == ["LP_FACES", "IMAGE"]
     assert info["LivePortraitCropFace"]["input"]["optional"]["face_landmarks"][0] == "FACE_LANDMARKS"
     assert info["LivePortraitSaveMotion"]["output_node"] is True
-    assert "non-commercial" in info["LivePortraitLoadFaceDetector"]["input"]["optional"]["backend"][1]["tooltip"].lower()
+    assert "non-commercial" in info["LivePortraitLoadFaceDetector"]["input"]["required"]["backend"][1]["tooltip"].lower()
 
 
 def test_execute_runs_on_a_locked_class(env):
@@ -109,7 +109,7 @@ def test_load_models_layouts_precision_and_cache(env, weights_pth, tmp_path):
     assert list(sets) == [".", "liveportrait/base_models"]
     assert sets["liveportrait/base_models"] == os.path.join(weights_pth, "liveportrait", "base_models")
     info = harness.object_info(env)["LoadLivePortraitModels"]
-    assert info["input"]["optional"]["weights"][1]["options"] == ["auto", ".", "liveportrait/base_models"]
+    assert info["input"]["required"]["weights"][1]["options"] == ["auto", ".", "liveportrait/base_models"]
 
     (auto,) = run(env, "LoadLivePortraitModels", weights="auto", precision="auto", download_from_hub="never")
     assert auto.dtype == torch.float32 and auto.landmark_path.endswith("landmark.onnx")
@@ -194,47 +194,116 @@ def test_image_and_mask_conversions(pack):
     assert conv.mask_batch(torch.rand((5, 8, 8)), (16, 16), 3).shape == (3, 16, 16)
 
 
-def test_models_visit_the_compute_device_and_are_parked_after(pack, monkeypatch):
-    """free-memory + offload pattern: ask ComfyUI for room, move in, compute, move back (even on Cancel)."""
-    c = sub(pack[0], "nodes.comfy")
-
-    class Fake:
-        def __init__(self):
-            self.moves = []
-
-        def memory_bytes(self):
-            return 1000
-
-        def to(self, device):
-            self.moves.append(str(device))
-            return self
-
-    monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("cuda", 0))
+def test_networks_are_model_patchers_loaded_with_the_batch_memory(env, weights_st, pack):
+    """One ComfyUI ModelPatcher per network, made once and kept on the loaded models; the node asks
+    load_models_gpu for the networks it runs plus the activations of its batch."""
+    memory = sub(pack[0], "nodes.memory")
+    harness.apply_extra_model_paths({"x": {"liveportrait": weights_st}})
+    (models,) = run(env, "LoadLivePortraitModels", weights="auto", precision="fp32", download_from_hub="never")
     mm.calls.clear()
-    fake = Fake()
-    with pytest.raises(mm.InterruptProcessingException):
-        with c.models_on_device(fake, extra_bytes=24) as dev:
-            assert str(dev) == "cuda:0" and fake.moves == ["cuda:0"]
-            raise mm.InterruptProcessingException()
-    assert fake.moves == ["cuda:0", "cpu"]
-    assert mm.calls[0] == ("free_memory", 1024, "cuda:0") and mm.calls[-1] == ("soft_empty_cache",)
+    device = memory.load_for_rendering(models, None, 3, torch.float32)
+    first = memory.patchers(models, memory.RENDER_NETWORKS)
+    assert device.type == "cpu" and [p.model for p in first] == [
+        models.appearance_feature_extractor, models.warping_module, models.spade_generator]
+    assert mm.calls == [("load_models_gpu", 3, 3 * memory.BYTES_PER_FRAME_FP32)]
+    assert memory.patchers(models, memory.RENDER_NETWORKS) == first  # the same objects, not rebuilt
+    assert memory.frame_bytes(torch.float16) == memory.BYTES_PER_FRAME_FP32 // 2
+    memory.load_for_extraction(models, 8)
+    assert mm.calls[-1] == ("load_models_gpu", 1, 8 * 64 * 1024 ** 2)
 
 
-def test_widgets_are_optional_with_the_same_defaults_in_execute(pack):
-    """API prompts may omit widget values: every widget is optional and execute's default equals the
-    schema default, so an omitted widget behaves exactly like an untouched one."""
+def test_out_of_memory_halves_the_batch_down_to_one_then_says_what_to_do(pack):
+    memory = sub(pack[0], "nodes.memory")
+    import importlib
+
+    LivePortraitError = importlib.import_module(f"{pack[0].__name__}.liveportrait_core.errors").LivePortraitError
+    tried = []
+
+    def attempt(batch):
+        tried.append(batch)
+        if batch > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return batch
+
+    assert memory.with_batch_fallback(12, attempt, "LivePortraitAnimate") == 3 and tried == [12, 6, 3]
+
+    def always(batch):
+        tried.append(batch)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    tried.clear()
+    with pytest.raises(LivePortraitError, match="LivePortraitAnimate: out of memory .* batch_size 1"):
+        memory.with_batch_fallback(4, always, "LivePortraitAnimate")
+    assert tried == [4, 2, 1]
+    with pytest.raises(KeyError):  # other errors pass through untouched, no retry
+        memory.with_batch_fallback(4, lambda b: {}["x"], "LivePortraitAnimate")
+
+
+def test_animate_resumes_after_out_of_memory_with_the_same_frames(env, weights_st, pack, monkeypatch):
+    """An out-of-memory error in the middle of a render restarts at the first missing frame with half
+    the batch; the result equals an uninterrupted render."""
+    import importlib
+
+    render = importlib.import_module(f"{pack[0].__name__}.liveportrait_core.render")  # the pack's own copy
+    KeypointPlan = importlib.import_module(f"{pack[0].__name__}.liveportrait_core.compose").KeypointPlan
+
+    harness.apply_extra_model_paths({"x": {"liveportrait": weights_st}})
+    (models,) = run(env, "LoadLivePortraitModels", weights="auto", precision="fp32", download_from_hub="never")
+    g = torch.Generator().manual_seed(0)
+    crops = torch.randint(0, 255, (1, 256, 256, 3), generator=g, dtype=torch.uint8)
+    x_s = torch.randn(1, 21, 3, generator=g) * 0.2
+    plan = KeypointPlan(x_s=x_s.expand(3, -1, -1).clone(), x_d=x_s + 0.01 * torch.randn(3, 21, 3, generator=g),
+                        source_index=torch.zeros(3, dtype=torch.int64))
+    real = render.Animator.warp_decode
+    calls = []
+
+    def flaky(self, f_s, xs, xd):
+        calls.append((self.batch_size, xs.shape[0]))
+        if self.batch_size == 2 and len(calls) == 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(self, f_s, xs, xd)
+
+    monkeypatch.setattr(render.Animator, "warp_decode", flaky)
+    (crops_out,) = run(env, "LivePortraitAnimate", models=models, source_faces=crops, keypoints=plan,
+                       batch_size=2, precision="exact")
+    # frames 0-1 (exact on CPU: the batch, then frame by frame), OOM on frame 2, which is retried alone
+    assert calls == [(2, 2), (2, 1), (2, 1), (2, 1), (1, 1)], calls
+    monkeypatch.setattr(render.Animator, "warp_decode", real)
+    (ref,) = run(env, "LivePortraitAnimate", models=models, source_faces=crops, keypoints=plan,
+                 batch_size=1, precision="exact")
+    assert crops_out.shape == (3, 512, 512, 3) and torch.equal(crops_out, ref)
+
+
+def test_loaded_models_are_freed_when_comfyui_drops_them(env, weights_st):
+    """The loader's cache is weak: once ComfyUI's output cache lets go, the weights are freed."""
+    import gc
+    import weakref
+
+    harness.apply_extra_model_paths({"x": {"liveportrait": weights_st}})
+    (models,) = run(env, "LoadLivePortraitModels", weights="auto", precision="fp32", download_from_hub="never")
+    (again,) = run(env, "LoadLivePortraitModels", weights="auto", precision="fp32", download_from_hub="never")
+    assert again is models  # shared while alive
+    sub_mem = sys.modules[env["LivePortraitAnimate"].__module__.rsplit(".", 1)[0] + ".memory"]
+    sub_mem.patchers(models, sub_mem.RENDER_NETWORKS)
+    ref = weakref.ref(models)
+    del models, again
+    gc.collect()
+    assert ref() is None
+
+
+def test_widgets_are_required_with_one_default(pack):
+    """A widget always has a value: it is a required input whose default is declared once, in the
+    schema (execute has no default of its own to drift from it). Optional sockets default to None."""
     import inspect
 
     for nid, cls in pack[1].items():
         schema = cls.GET_SCHEMA()
         params = inspect.signature(cls.execute).parameters
         for i in schema.inputs:
-            if not hasattr(i, "default") or i.id == "template":
-                continue
-            assert i.optional, (nid, i.id)
-            assert params[i.id].default == i.default, (nid, i.id, params[i.id].default, i.default)
-        for i in schema.inputs:  # optional sockets default to None
-            if i.optional and not hasattr(i, "default"):
+            if hasattr(i, "default"):
+                assert not i.optional, (nid, i.id)
+                assert params[i.id].default is inspect.Parameter.empty, (nid, i.id)
+            elif i.optional:
                 assert params[i.id].default is None, (nid, i.id)
 
 
