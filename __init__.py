@@ -6,5 +6,8 @@ no downloads, no model loading, no pip. The node classes live in `nodes/`; outsi
 """
 import importlib.util
 
+# The pack's frontend extension (web/*.js: editor preview, timeline, motion upload), served by ComfyUI.
+WEB_DIRECTORY = "./web"
+
 if importlib.util.find_spec("comfy_api") is not None:  # running inside ComfyUI
     from .nodes import comfy_entrypoint  # noqa: F401
