@@ -130,8 +130,7 @@ class LivePortraitLoadMotion(io.ComfyNode):
         except Exception as e:  # noqa: BLE001
             return str(e)
         if not os.path.isfile(path):
-            return (f"LivePortraitLoadMotion: template '{template}' not found in the input or output folder; "
-                    "upload it or press Refresh.")
+            return f"template '{template}' not found in the input or output folder; upload it or press Refresh."
         return True
 
 

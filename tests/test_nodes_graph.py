@@ -162,6 +162,8 @@ def test_none_mode_and_face_landmarks_input(env, graph):
 
 
 def test_save_and_load_motion(env, graph):
+    """Save Motion → Load Motion in the UI: the saved file is listed as '… [output]' and loads as
+    saved; a file copied into the input folder is listed by its name."""
     g = graph
     for fmt, ext in (("lpmotion", ".lpmotion.safetensors"), ("pkl", ".pkl")):
         out = harness.run_node(env["LivePortraitSaveMotion"], {"motion": g["drv_motion"],
@@ -169,18 +171,23 @@ def test_save_and_load_motion(env, graph):
         assert out.args == () and "saved 2 frames" in out.ui.as_dict()["text"][0]
         folder = os.path.join(folder_paths.get_output_directory(), "LivePortrait")
         name = next(f for f in sorted(os.listdir(folder)) if f.endswith(ext))
+        opts = harness.object_info(env)["LivePortraitLoadMotion"]["input"]["required"]["template"][1]["options"]
+        assert f"LivePortrait/{name} [output]" in opts
+        (saved,) = run(env, "LivePortraitLoadMotion", template=f"LivePortrait/{name} [output]")
         os.replace(os.path.join(folder, name), os.path.join(folder_paths.get_input_directory(), name))
         opts = harness.object_info(env)["LivePortraitLoadMotion"]["input"]["required"]["template"][1]["options"]
-        assert name in opts
+        assert name in opts and f"LivePortrait/{name} [output]" not in opts
         (m,) = run(env, "LivePortraitLoadMotion", template=name)
-        assert len(m) == 2 and torch.allclose(m.exp, g["drv_motion"].exp, atol=1e-6)
-        assert torch.allclose(m.R, g["drv_motion"].R, atol=1e-6)
+        for loaded in (saved, m):
+            assert len(loaded) == 2 and torch.allclose(loaded.exp, g["drv_motion"].exp, atol=1e-6)
+            assert torch.allclose(loaded.R, g["drv_motion"].R, atol=1e-6)
         (plan,) = run(env, "LivePortraitRetarget", models=g["models"], source_motion=g["src_motion"],
                       driving_motion=m, **g["retarget"])
         assert torch.allclose(plan.x_d, g["plan"].x_d, atol=1e-5)
-    with pytest.raises(ValueError, match="not found in the input folder"):
+    with pytest.raises(ValueError, match="'missing.pkl' not found in the input or output folder; upload it"):
         run(env, "LivePortraitLoadMotion", template="missing.pkl")
-
+    with pytest.raises(ValueError, match="not a file name inside the input or output folder"):
+        run(env, "LivePortraitLoadMotion", template="../secret.pkl")
 
 
 def test_all_faces_of_a_group_picture(env, graph):
@@ -214,14 +221,21 @@ def test_all_faces_of_a_group_picture(env, graph):
     assert image1.shape == (1, 512, 1024, 3) and torch.allclose(mask1[0], mask[0])
 
 
-def test_an_api_prompt_with_only_the_links_runs(env, graph):
+def test_an_api_prompt_runs_and_a_missing_widget_is_named(env, graph):
+    """API prompts carry every widget value (the frontend writes them all); one without a required
+    widget is refused before anything runs, naming the input, as the real ComfyUI does."""
     g = graph
-    prompt = {"1": {"class_type": "LoadLivePortraitModels", "inputs": {}},
-              "2": {"class_type": "LivePortraitLoadFaceDetector", "inputs": {}},
+    crop = {"purpose": "source", **g["crop"]}
+    prompt = {"1": {"class_type": "LoadLivePortraitModels",
+                    "inputs": {"weights": "auto", "precision": "auto", "download_from_hub": "never"}},
+              "2": {"class_type": "LivePortraitLoadFaceDetector",
+                    "inputs": {"backend": "offline", "threshold": -1.0, "max_side": 640}},
               "3": {"class_type": "LivePortraitCropFace", "inputs": {"image": ["9", 0], "models": ["1", 0],
-                                                                     "detector": ["2", 0]}},
-              "4": {"class_type": "LivePortraitExtractMotion", "inputs": {"models": ["1", 0], "faces": ["3", 0]}},
-              "5": {"class_type": "LivePortraitSaveMotion", "inputs": {"motion": ["4", 0]}}}
+                                                                     "detector": ["2", 0], **crop}},
+              "4": {"class_type": "LivePortraitExtractMotion",
+                    "inputs": {"models": ["1", 0], "faces": ["3", 0], "fps": 25.0, "batch_size": 8}},
+              "5": {"class_type": "LivePortraitSaveMotion",
+                    "inputs": {"motion": ["4", 0], "filename_prefix": "LivePortrait/api", "format": "lpmotion"}}}
 
     from comfy_api.latest import io
 
@@ -238,3 +252,6 @@ def test_an_api_prompt_with_only_the_links_runs(env, graph):
     results = harness.execute_prompt(prompt, {**env, "Photo": PhotoNode})
     assert "saved 1 frames" in results["5"].ui.as_dict()["text"][0]
     assert len(results["3"].args[0]) == 1
+    del prompt["4"]["inputs"]["fps"]
+    with pytest.raises(ValueError, match="fps"):
+        harness.execute_prompt(prompt, {**env, "Photo": PhotoNode})

@@ -131,7 +131,11 @@ def get_annotated_filepath(name: str, default_dir=None) -> str:
     name, base_dir = annotated_filepath(name)
     if base_dir is None:
         base_dir = default_dir if default_dir is not None else input_directory
-    return os.path.join(base_dir, name)
+    filepath = os.path.abspath(os.path.join(base_dir, name))
+    # as the real one: names leaving the folder are refused
+    if os.path.commonpath((os.path.abspath(base_dir), filepath)) != os.path.abspath(base_dir):
+        raise ValueError("Invalid file path: {!r}".format(name))
+    return filepath
 
 
 def exists_annotated_filepath(name) -> bool:
