@@ -1,0 +1,1 @@
+"""Face editing without a driving video: expression controls, presets, keyframe sequences, audio."""
