@@ -90,7 +90,7 @@ def follow(level: torch.Tensor, fps: float, attack_ms: float, release_ms: float)
 
 
 def loudness_envelope(waveform, sample_rate, fps: float, n_frames: Optional[int] = None,
-                      attack_ms: float = 10.0, release_ms: float = 150.0, threshold: float = 0.0,
+                      attack_ms: float = 10.0, release_ms: float = 80.0, threshold: float = 0.0,
                       gain: float = 1.0, normalize: bool = False) -> torch.Tensor:
     """Loudness per video frame in 0..1 (steps in the module doc).
 
