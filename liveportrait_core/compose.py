@@ -183,6 +183,38 @@ def _stitch(mlps, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def stitch_keypoints(mlps, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+    """Stitching: x_d [N,21,3] adjusted by the stitching MLP given the source keypoints x_s
+    [N,21,3] (keypoint deltas, then a shift of x and y); float32, row by row."""
+    return _stitch(mlps, x_s, x_d)
+
+
+def ratio_target_deltas(x_d: torch.Tensor, x_s: torch.Tensor, src: Motion, edits: Motion, mlps) -> torch.Tensor:
+    """x_d [N,21,3] plus, for items of `edits` with an eye / lip ratio target (Motion.eye_target
+    / lip_target, weight > 0), weight × the retargeting delta MLP([x_s, source ratios, target]).
+
+    src gives the source open ratios (per item, [N,2] eye / [N,1] lip). Items without a target
+    are returned bit for bit. No MLPs: a warning, x_d unchanged.
+    """
+    out = x_d
+    for kind in ("eye", "lip"):
+        tgt = getattr(edits, f"{kind}_target")
+        if tgt is None or not bool((tgt[:, 1] > 0).any()):
+            continue
+        if mlps is None:
+            warnings.warn(f"the {kind} open-ratio target is skipped: the stitching/retargeting weights are "
+                          "not loaded.", stacklevel=3)
+            continue
+        rows = (tgt[:, 1] > 0).nonzero().flatten()
+        c_s = _need(src.eye_ratio if kind == "eye" else src.lip_ratio, f"the {kind} open-ratio target",
+                    "source eye ratios" if kind == "eye" else "source lip ratio")
+        ratio = torch.cat([c_s[rows], tgt[rows, 0:1]], 1)
+        d = _mlp(mlps.eye if kind == "eye" else mlps.lip, x_s[rows], ratio, mlps).reshape(-1, NUM_KP, 3)
+        out = out.clone()
+        out[rows] = out[rows] + d * tgt[rows, 1].reshape(-1, 1, 1)
+    return out
+
+
 def _record(trace: Optional[dict], kind: str, frames: torch.Tensor, ratio: torch.Tensor,
             delta: torch.Tensor) -> None:
     if trace is not None:
