@@ -368,8 +368,29 @@ def apply_sequence(motion: Motion, seq: KeyframeSequence, frame_range: Optional[
     values = sequence_values(seq, n_frames=n, fps=float(motion.fps))
     j = (frames - start).clamp(0, n - 1)
     per_item = {name: v[j] for name, v in values.items()}
-    return apply_controls(motion, per_item, strength=float(seq.strength),
-                          frame_range=frame_range, fade_in=fade_in, fade_out=fade_out)
+    return apply_expression(motion, per_item, float(seq.strength), frame_range, fade_in, fade_out)
+
+
+def apply_expression(motion: Motion, values, strength: float = 1.0, frame_range: Optional[tuple] = None,
+                     fade_in: int = 0, fade_out: int = 0) -> Motion:
+    """`apply_controls` for editing an existing motion that may be used as a driving motion.
+
+    A driving video is relative to its first frame (Retarget's default relative mode), so an edit
+    that also changes frame 0 would cancel itself. When `motion` is one face over several frames
+    and has no anchor, the result's anchor is the *unedited* first frame: relative mode then gives
+    the unedited driving motion plus the edit. (A single item — a driving image — gets no anchor:
+    compose treats it as an image and the edit shows directly; a motion with several faces, i.e.
+    a source motion, gets none either.)"""
+    out = apply_controls(motion, values, strength=strength, frame_range=frame_range,
+                         fade_in=fade_in, fade_out=fade_out)
+    if out is not motion and motion.anchor is None and len(motion.faces()) == 1:
+        frames = motion.frames()
+        if bool((frames != frames[0]).any()):
+            first = int(torch.argmin(frames))
+            out.anchor = motion.select([first])
+            out.anchor.anchor = None
+            out.validate("edited motion")
+    return out
 
 
 # ------------------------------------------------------------------------------ JSON
