@@ -103,3 +103,21 @@ def test_example_clip_is_reproducible_and_speech_like(tmp_path):
     # bursts and pauses: the mouth opens and closes many times, with silent pauses between phrases
     assert int((torch.diff(on) == 1).sum()) >= 6
     assert int((env < 0.05).sum()) >= 20
+
+
+def test_audio_controls_map_envelope_to_controls():
+    from liveportrait_core.editing.audio import audio_controls
+    from liveportrait_core.editing.controls import apply_controls
+    from liveportrait_core.motion import neutral_motion
+
+    env = torch.tensor([0.0, 0.25, 1.0])
+    v = audio_controls(env, {"lips_open": 80, "move_z": 1.1, "lip_open_ratio": 0.4})
+    assert v["lips_open"].tolist() == [0.0, 20.0, 80.0]
+    assert v["move_z"].tolist() == pytest.approx([1.0, 1.025, 1.1])
+    assert v["lip_open_ratio"].tolist() == pytest.approx([0.0, 0.1, 0.4])
+    m = apply_controls(neutral_motion(3, 25.0), {"lips_open": v["lips_open"]})
+    assert float(m.exp[2, 19, 1]) == pytest.approx(0.08) and float(m.exp[0].abs().max()) == 0
+    with pytest.raises(InputError, match="lip_opne"):
+        audio_controls(env, {"lip_opne": 10})
+    with pytest.raises(InputError, match="lips_open"):
+        audio_controls(env, {"lips_open": 500})

@@ -320,3 +320,14 @@ def test_shipped_example_sequence():
         assert name in v and float(v[name].abs().max()) > 0, name
     assert float(v["blink"].min()) <= -15  # the eyes really close at least once
     assert v["head_yaw"][0] == 0 and v["smile"][0] == 0  # starts on the source face
+
+
+def test_one_frame_sequence_composes_like_that_frame_of_a_longer_one():
+    """A 1-item sequence motion is not treated as a driving *image* (which would subtract the
+    reference's closed-lip expression): its anchor makes it relative to the neutral face."""
+    turned = {"head_yaw": 20.0, "smile": 0.7, "lips_open": 30.0}
+    src = source(seed=4)
+    one = compose(src, sequence_motion(seq((0.0, turned), fps=25)), None, ComposeOptions())
+    many = compose(src, sequence_motion(seq((0.0, {"head_yaw": 0.0}), (0.2, turned), fps=25)), None,
+                   ComposeOptions(driving_option="pose-friendly"))
+    assert len(one) == 1 and torch.equal(one.x_d[0], many.x_d[5])
