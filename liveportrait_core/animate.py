@@ -58,9 +58,6 @@ class RunOptions:
     max_frames: Optional[int] = None
     compose: ComposeOptions = field(default_factory=ComposeOptions)
     faces: FaceOptions = field(default_factory=FaceOptions)
-    # expression controls (name → value, e.g. a loaded preset) applied to every driving frame
-    expression: Optional[dict] = None
-    expression_strength: float = 1.0
 
 
 def input_kind(path: str, what: str) -> str:
@@ -296,10 +293,6 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
     drv_motion = driving_motion(driving, d_kind, models, tools, run, note,
                                 lazy_progress(progress_factory, "driving motion"),
                                 lazy_progress(progress_factory, "tracking driving faces"))
-    if run.expression:
-        from .editing.keyframes import apply_expression
-
-        drv_motion = apply_expression(drv_motion, run.expression, run.expression_strength)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = compose(src_motion, drv_motion, getattr(models, "stitching_retargeting", None), run.compose)

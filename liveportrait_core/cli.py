@@ -1,8 +1,7 @@
 """Command line: `python -m liveportrait_core animate …`, `… extract-motion …`, `… download-weights …`.
 
 `animate --driving` takes a video, image, image folder, motion template or keyframe sequence
-(`*.keyframes.json`, see docs/MOTION.md "Keyframes"); `--expression preset.json` applies an
-expression preset on top of any driving.
+(`*.keyframes.json`, see docs/MOTION.md "Keyframes").
 
 Every user error ends with one line on stderr ("error: …") and exit code 2 (bad arguments)
 or 1 (bad input files / weights / no face); nothing is left at the output path.
@@ -120,10 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --eye-retargeting: a fixed eye-open ratio instead of the driving's")
     c.add_argument("--target-lip-ratio", type=_ratio, default=None, metavar="R",
                    help="with --lip-retargeting: a fixed lip-open ratio instead of the driving's")
-    c.add_argument("--expression", default=None, metavar="PRESET.json",
-                   help="expression preset (the Expression Editor's JSON) added to every driving frame")
-    c.add_argument("--expression-strength", type=float, default=1.0, metavar="X",
-                   help="scale of --expression (default 1.0; 0 = off)")
     c.add_argument("--length-policy", choices=["cut", "loop", "ping-pong", "hold"], default="cut",
                    help="video source vs driving video of different lengths: cut to the shorter (reference), "
                         "or loop / ping-pong / hold the shorter one (default: cut)")
@@ -209,15 +204,6 @@ def _run(args) -> int:
             from .editing.keyframes import load_sequence
 
             load_sequence(args.driving)
-        if args.expression is not None:
-            import math
-
-            from .editing.presets import load_preset
-            from .errors import InputError
-
-            if not (math.isfinite(args.expression_strength) and args.expression_strength >= 0):
-                raise InputError(f"--expression-strength must be a finite number ≥ 0, got {args.expression_strength}.")
-            run.expression, run.expression_strength = load_preset(args.expression), args.expression_strength
         models = load_models_for(args.weights, args.device)
         out = animate_files(args.source, args.driving, args.output, models, run, note=note,
                             progress_factory=_tqdm_progress)
