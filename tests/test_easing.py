@@ -32,7 +32,8 @@ def test_formulas_between_keys():
     assert interpolate(times, vals, ["linear", "step"], t).tolist() == [2.0, 2.0, 2.0]  # hold until the key
     assert interpolate(times, vals, ["linear", "ease-in"], t).tolist() == pytest.approx([2.25, 3.0, 2 + 4 * 0.9995 ** 2])
     # the easing of a segment is the one of the key it goes *into*
-    out = interpolate(T, V, ["linear", "step", "linear", "ease-out", "linear"], torch.tensor([0.2, 1.3, 2.3], dtype=torch.float64))
+    out = interpolate(T, V, ["linear", "step", "linear", "ease-out", "linear"],
+                      torch.tensor([0.2, 1.3, 2.3], dtype=torch.float64))
     assert out.tolist() == pytest.approx([0.0, 1.0 - 1.5 * (1 - 0.25), -0.5 + 0.75 * 0.5])
 
 

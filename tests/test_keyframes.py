@@ -248,7 +248,8 @@ def test_json_round_trip_and_atomic_save(tmp_path):
         save_sequence(bad, str(path))
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["a.keyframes.json"]
     # frames instead of seconds; format / version may be omitted in hand-written files
-    s2 = sequence_from_json('{"fps": 20, "keys": [{"frame": 0, "values": {"wink": 0}}, {"frame": 10, "values": {"wink": 30}}]}')
+    s2 = sequence_from_json('{"fps": 20, "keys": [{"frame": 0, "values": {"wink": 0}}, '
+                            '{"frame": 10, "values": {"wink": 30}}]}')
     assert [k.time for k in s2.keys] == [0.0, 0.5] and s2.keys[1].values == {"wink": 30.0}
     assert torch.equal(sequence_values(s2)["wink"], torch.linspace(0, 30, 11))
 
