@@ -12,7 +12,7 @@ import torch
 from liveportrait_core.compose import ComposeOptions, compose
 from liveportrait_core.editing.controls import CONTROLS, apply_controls
 from liveportrait_core.editing.keyframes import (BlinkOptions, Key, KeyframeSequence, apply_sequence,
-                                                 blink_curve, blink_onsets, frame_count, frame_times,
+                                                 blink_curve, blink_onsets, frame_count, frame_times, frame_values,
                                                  load_sequence, save_sequence, sequence_from_dict,
                                                  sequence_from_json, sequence_motion, sequence_to_json,
                                                  sequence_values)
@@ -332,3 +332,15 @@ def test_one_frame_sequence_composes_like_that_frame_of_a_longer_one():
     many = compose(src, sequence_motion(seq((0.0, {"head_yaw": 0.0}), (0.2, turned), fps=25)), None,
                    ComposeOptions(driving_option="pose-friendly"))
     assert len(one) == 1 and torch.equal(one.x_d[0], many.x_d[5])
+
+
+def test_frame_values_match_the_whole_sequence():
+    s = full_sequence()
+    whole = sequence_values(s)
+    n = frame_count(s)
+    for f in (0, 7, 31, n - 1):
+        one = frame_values(s, f)
+        assert list(one) == list(whole) and all(one[k] == float(whole[k][f]) for k in whole), f
+    assert frame_values(s, n + 40)["smile"] == float(sequence_values(s, n_frames=n + 41)["smile"][-1])
+    with pytest.raises(InputError, match="frame"):
+        frame_values(s, -1)

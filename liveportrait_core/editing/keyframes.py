@@ -329,6 +329,17 @@ def sequence_values(seq: KeyframeSequence, n_frames: Optional[int] = None,
     return {name: v.float() for name, v in out.items()}
 
 
+def frame_values(seq: KeyframeSequence, frame: int, fps: Optional[float] = None) -> dict[str, float]:
+    """The control values of one frame (e.g. under a timeline's playhead), equal to
+    `sequence_values(seq)[name][frame]` for every name (strength not applied; pass
+    seq.strength to `edited_keypoints` / `apply_controls`). Frames past the sequence's end
+    follow the loop mode (and the automatic blink)."""
+    f = _whole(frame, "keyframe sequence: frame")
+    if not 0 <= f < MAX_FRAMES:
+        raise InputError(f"keyframe sequence: frame must be in 0 … {MAX_FRAMES - 1}, got {f}.")
+    return {name: float(v[f]) for name, v in sequence_values(seq, n_frames=f + 1, fps=fps).items()}
+
+
 def sequence_motion(seq: KeyframeSequence) -> Motion:
     """The sequence as a driving Motion: `frame_count(seq)` items at seq.fps,
     `apply_controls(neutral_motion(N, fps), sequence_values(seq), strength=seq.strength)`.
