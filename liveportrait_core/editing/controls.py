@@ -387,7 +387,7 @@ def edited_keypoints(source: Motion, values: ControlValues, mlps=None, stitching
     given. source must carry kp (a motion extracted from the picture). All controls neutral
     and stitching off → exactly `source.keypoints()`.
     """
-    from ..compose import ratio_target_deltas, stitch_keypoints
+    from ..stitching import ratio_target_deltas, stitch_keypoints
 
     if source.kp is None:
         raise InputError("the motion to edit has no canonical keypoints (kp): use a motion extracted from "
