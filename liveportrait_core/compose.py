@@ -163,7 +163,7 @@ def compose(source: Motion, driving: Motion, mlps=None, options: Optional[Compos
         idx = drv_idx[ks_t]
         rows = (idx == anchor_frame).nonzero().flatten() if anchor_frame is not None else idx[:0]
         f = FaceInputs(source.select(src_items), driving.select(idx), anchor,
-                  int(rows[0]) if rows.numel() else None, idx, len(driving), src_video, drv_seq)
+                       int(rows[0]) if rows.numel() else None, idx, len(driving), src_video, drv_seq, drv_video)
         face_trace = ComposeTrace()
         if trace is not None:
             trace[face] = face_trace

@@ -3,7 +3,7 @@
 1. the target pose and expression for the face's case — image or video source, driven by a
    single driving image or by a driving sequence measured from its anchor;
 2. the driven keypoints x_d = s·(x_c·R + δ) + t, δ from the target within the animation region;
-3. the expression-friendly hull multiplier (image source driven by a sequence);
+3. the expression-friendly hull multiplier (image source driven by a video);
 4. the deltas that depend on the source alone (lip normalisation, source-video eye retargeting);
 5. eye / lip retargeting, the driving's ratio targets and stitching;
 6. the driving multiplier.
@@ -102,7 +102,7 @@ class FaceInputs:
     the n_drv driving items); anchor: the 1-item driving state relative motion is measured
     from; anchor_row: a row of drv that is the anchor entry (None: not among the rows).
     drv_seq: the driving is a sequence measured from the anchor (a video, or an anchored motion
-    in relative mode) rather than a single driving image.
+    in relative mode) rather than a single driving image; drv_video: it has several items.
     """
 
     src: Motion
@@ -113,6 +113,7 @@ class FaceInputs:
     n_drv: int
     src_video: bool
     drv_seq: bool
+    drv_video: bool
 
     def __len__(self) -> int:
         return len(self.src)
@@ -169,14 +170,14 @@ def _video_source_target(f: FaceInputs, o: ComposeOptions, E: torch.Tensor, Q: t
 
 def _target_video_from_video(f: FaceInputs, o: ComposeOptions, trace: ComposeTrace) -> _Target:
     """Video source, driving sequence: per frame (δ_s + δ_d) − δ_anchor and R_d·R_anchorᵀ·R_s
-    (absolute: the driving's), then Kalman smoothing over the frames."""
+    (absolute: the driving's), then Kalman smoothing over the frames (driving videos only)."""
     src, drv, a = f.src, f.drv, f.anchor
     if o.relative_motion:
         E = (src.exp + drv.exp) - a.exp
         Q = (drv.R @ a.R.transpose(1, 2)) @ src.R
     else:
         E, Q = drv.exp, drv.R
-    if o.smooth_variance > 0:
+    if o.smooth_variance > 0 and f.drv_video:  # a constant (single, anchored) driving is not smoothed
         trace.smooth_in_exp, E = E, kalman_smooth(E, o.smooth_variance)
         trace.smooth_out_exp = E
         if _pose_region(o):  # the rotation is only smoothed where it is used
@@ -213,9 +214,10 @@ def _driven_keypoints(src: Motion, target: _Target, o: ComposeOptions, src_video
 
 def _expression_friendly(f: FaceInputs, o: ComposeOptions, x_s: torch.Tensor, x_d: torch.Tensor,
                          trace: ComposeTrace) -> torch.Tensor:
-    """Image source driven by a sequence, relative, expression-friendly: the motion measured from
-    the anchor's driven keypoints, scaled by the hull multiplier, around the source keypoints."""
-    if not (o.relative_motion and not f.src_video and f.drv_seq and o.driving_option == "expression-friendly"):
+    """Image source driven by a video (several driving items, as in the reference), relative,
+    expression-friendly: the motion measured from the anchor's driven keypoints, scaled by the
+    hull multiplier, around the source keypoints."""
+    if not (o.relative_motion and not f.src_video and f.drv_video and o.driving_option == "expression-friendly"):
         return x_d
     if f.anchor_row is not None:
         x_a = x_d[f.anchor_row:f.anchor_row + 1]
