@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, List, Optional
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Iterator, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ class RunOptions:
     max_frames: Optional[int] = None
     compose: ComposeOptions = field(default_factory=ComposeOptions)
     faces: FaceOptions = field(default_factory=FaceOptions)
+    # expression controls applied on top of the driving motion at every frame (e.g. a preset)
+    expression: Optional[Mapping[str, float]] = None
+    expression_strength: float = 1.0
 
 
 def input_kind(path: str, what: str) -> str:
@@ -293,9 +296,16 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
     drv_motion = driving_motion(driving, d_kind, models, tools, run, note,
                                 lazy_progress(progress_factory, "driving motion"),
                                 lazy_progress(progress_factory, "tracking driving faces"))
+    options = run.compose
+    if run.expression:  # edits on top of the driving; the anchor moves into the motion
+        from .editing import edit_driving
+
+        drv_motion = edit_driving(drv_motion, run.expression, run.expression_strength,
+                                  anchor_frame=options.anchor_frame)
+        options = replace(options, anchor_frame=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = compose(src_motion, drv_motion, getattr(models, "stitching_retargeting", None), run.compose)
+        plan = compose(src_motion, drv_motion, getattr(models, "stitching_retargeting", None), options)
     for w in caught:
         note(str(w.message))
     n = len(plan)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..motion import NUM_KP, Motion, rotation_from_degrees
+from ..motion import LIP_ARRAY, NUM_KP, Motion, rotation_from_degrees
 
 X, Y, Z = 0, 1, 2
 AXES = "xyz"
@@ -377,6 +377,32 @@ def apply_controls(motion: Motion, values: ControlValues, strength: float = 1.0,
     return m
 
 
+def edit_driving(motion: Motion, values: ControlValues, strength: float = 1.0,
+                 frame_range: Optional[tuple] = None, fade_in: int = 0, fade_out: int = 0,
+                 anchor_frame: Optional[int] = None) -> Motion:
+    """`apply_controls` on a driving motion such that relative composition keeps the edits.
+
+    Relative mode measures the driving from its anchor; editing every frame including the
+    anchor frame would cancel the edits out. So the result is anchored to the UNEDITED frame
+    `anchor_frame` (None: keep the motion's own anchor, or frame 0 when it has none) — compose
+    then gives the unedited composition plus the edits (pass anchor_frame here, not in
+    ComposeOptions: the anchor is in the motion). A single driving image is anchored to its own pose with the
+    reference's neutral-lips expression, which is what compose measures a driving image from
+    (so its expression still drives, and pose edits now apply too).
+    """
+    motion.validate("driving motion to edit")
+    if motion.anchor is None or anchor_frame is not None:
+        k = 0 if anchor_frame is None else anchor_frame
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(motion):
+            raise InputError(f"anchor_frame must be a frame of the driving motion (0..{len(motion) - 1}), got {k!r}.")
+        a = motion.select([int(k)])
+        fields = dict(anchor=None, eye_target=None, lip_target=None, face_id=None, frame_index=None)
+        if len(motion) == 1:
+            fields["exp"] = LIP_ARRAY.float().clone()
+        motion = replace(motion, anchor=replace(a, **fields))
+    return apply_controls(motion, values, strength, frame_range, fade_in, fade_out)
+
+
 def edited_keypoints(source: Motion, values: ControlValues, mlps=None, stitching: bool = True,
                      strength: float = 1.0) -> torch.Tensor:
     """What the editor renders: the source's keypoints edited by `values`, [N,21,3] float32.
@@ -387,7 +413,7 @@ def edited_keypoints(source: Motion, values: ControlValues, mlps=None, stitching
     given. source must carry kp (a motion extracted from the picture). All controls neutral
     and stitching off → exactly `source.keypoints()`.
     """
-    from ..compose import ratio_target_deltas, stitch_keypoints
+    from ..stitching import ratio_target_deltas, stitch_keypoints
 
     if source.kp is None:
         raise InputError("the motion to edit has no canonical keypoints (kp): use a motion extracted from "
