@@ -344,3 +344,22 @@ def test_frame_values_match_the_whole_sequence():
     assert frame_values(s, n + 40)["smile"] == float(sequence_values(s, n_frames=n + 41)["smile"][-1])
     with pytest.raises(InputError, match="frame"):
         frame_values(s, -1)
+
+
+def test_sequence_on_a_driving_video_survives_relative_mode():
+    """An edit that covers the driving video's frame 0 is not cancelled: the result is anchored
+    to the unedited frame 0, so compose gives the unedited result plus the edit on every frame."""
+    drv = source(6, seed=9)
+    drv.kp = None
+    src = source(seed=2)
+    s = seq((0.0, {"smile": 1.0}), fps=25)  # a constant smile on every frame
+    edited = apply_sequence(drv, s)
+    assert edited.anchor is not None and torch.equal(edited.anchor.exp, drv.exp[:1])
+    opts = ComposeOptions(driving_option="pose-friendly")
+    base, plan = compose(src, drv, None, opts), compose(src, edited, None, opts)
+    off = torch.zeros(NUM_KP, 3, dtype=torch.float64)
+    for r in CONTROLS["smile"].rows:
+        off[r.keypoint, r.axis] = r.gain
+    for i in range(6):  # x = s·(x_c·R + δ + Δ) + t with s = s_s·s_d,i / s_d,0 (relative scale)
+        want = off * float(src.scale[0, 0]) * float(drv.scale[i, 0]) / float(drv.scale[0, 0])
+        assert torch.allclose((plan.x_d[i] - base.x_d[i]).double(), want, atol=2e-6), i

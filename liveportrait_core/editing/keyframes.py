@@ -42,7 +42,7 @@ import torch
 
 from ..errors import InputError
 from ..motion import Motion, neutral_motion
-from .controls import CONTROLS, apply_controls, validate_controls
+from .controls import CONTROLS, apply_controls, edit_driving, validate_controls
 from .easing import EASINGS, interpolate
 
 FORMAT = "liveportrait-keyframes"
@@ -351,7 +351,7 @@ def sequence_motion(seq: KeyframeSequence) -> Motion:
 
 
 def apply_sequence(motion: Motion, seq: KeyframeSequence, frame_range: Optional[tuple] = None,
-                   fade_in: int = 0, fade_out: int = 0) -> Motion:
+                   fade_in: int = 0, fade_out: int = 0, anchor_frame: Optional[int] = None) -> Motion:
     """The sequence applied on top of an existing motion (a driving video's or a source
     video's; one or several faces), over `frame_range` = (start, end) motion frames
     (None = all) with linear fades of `fade_in` / `fade_out` frames inside the range
@@ -360,6 +360,11 @@ def apply_sequence(motion: Motion, seq: KeyframeSequence, frame_range: Optional[
     The sequence's time 0 is the range's first frame; its keys (seconds) are timed at the
     motion's fps; the range's length replaces seq.duration (past the last key the loop mode
     applies). Every face of a frame gets the same values. Returns a new Motion.
+
+    A single-face motion goes through `controls.edit_driving`, so as a driving motion in
+    relative mode it stays measured from its *unedited* anchor (its own, else frame
+    `anchor_frame`, default 0) and an edit covering that frame is not cancelled; a motion of
+    several faces (a source motion) through `apply_controls`.
     """
     if not isinstance(motion, Motion):
         raise InputError(f"apply_sequence: expected a Motion, got {type(motion).__name__}.")
@@ -379,29 +384,11 @@ def apply_sequence(motion: Motion, seq: KeyframeSequence, frame_range: Optional[
     values = sequence_values(seq, n_frames=n, fps=float(motion.fps))
     j = (frames - start).clamp(0, n - 1)
     per_item = {name: v[j] for name, v in values.items()}
-    return apply_expression(motion, per_item, float(seq.strength), frame_range, fade_in, fade_out)
-
-
-def apply_expression(motion: Motion, values, strength: float = 1.0, frame_range: Optional[tuple] = None,
-                     fade_in: int = 0, fade_out: int = 0) -> Motion:
-    """`apply_controls` for editing an existing motion that may be used as a driving motion.
-
-    A driving video is relative to its first frame (Retarget's default relative mode), so an edit
-    that also changes frame 0 would cancel itself. When `motion` is one face over several frames
-    and has no anchor, the result's anchor is the *unedited* first frame: relative mode then gives
-    the unedited driving motion plus the edit. (A single item — a driving image — gets no anchor:
-    compose treats it as an image and the edit shows directly; a motion with several faces, i.e.
-    a source motion, gets none either.)"""
-    out = apply_controls(motion, values, strength=strength, frame_range=frame_range,
-                         fade_in=fade_in, fade_out=fade_out)
-    if out is not motion and motion.anchor is None and len(motion.faces()) == 1:
-        frames = motion.frames()
-        if bool((frames != frames[0]).any()):
-            first = int(torch.argmin(frames))
-            out.anchor = motion.select([first])
-            out.anchor.anchor = None
-            out.validate("edited motion")
-    return out
+    if len(motion.faces()) > 1:  # a source motion (group photo / video): no driving anchor
+        return apply_controls(motion, per_item, strength=float(seq.strength), frame_range=frame_range,
+                              fade_in=fade_in, fade_out=fade_out)
+    return edit_driving(motion, per_item, float(seq.strength), frame_range, fade_in, fade_out,
+                        anchor_frame=anchor_frame)
 
 
 # ------------------------------------------------------------------------------ JSON
@@ -450,7 +437,7 @@ def sequence_from_dict(data: Any, where: str = "keyframe sequence") -> KeyframeS
         raise InputError(f"{where}: expected a JSON object with \"keys\", got {type(data).__name__}.")
     fmt = data.get("format", FORMAT)
     if fmt != FORMAT:
-        hint = " (that is an expression preset: load it as a preset)" if fmt == "liveportrait-expression" else ""
+        hint = " (that is an expression preset: apply it as an expression, e.g. the CLI's --expression)" if fmt == "liveportrait-expression" else ""
         raise InputError(f"{where}: not a keyframe sequence: format is {fmt!r}, expected {FORMAT!r}{hint}.")
     version = data.get("version", VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
