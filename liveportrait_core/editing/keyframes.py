@@ -301,8 +301,8 @@ def sequence_values(seq: KeyframeSequence, n_frames: Optional[int] = None,
     Strength is not applied here (see `sequence_motion`). Validates `seq` first.
     """
     validate_sequence(seq)
-    fps = float(seq.fps if fps is None else fps)
-    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+    fps = _number(seq.fps if fps is None else fps, "keyframe sequence: fps")
+    if not 0 < fps <= MAX_FPS:
         raise InputError(f"keyframe sequence: fps must be in (0, {MAX_FPS:g}], got {fps:g}.")
     n = frame_count(seq, fps) if n_frames is None else _whole(n_frames, "keyframe sequence: number of frames")
     if not 1 <= n <= MAX_FRAMES:
