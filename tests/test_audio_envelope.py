@@ -121,3 +121,21 @@ def test_audio_controls_map_envelope_to_controls():
         audio_controls(env, {"lip_opne": 10})
     with pytest.raises(InputError, match="lips_open"):
         audio_controls(env, {"lips_open": 500})
+
+
+def test_audio_motion_alone_and_on_top_of_a_sequence():
+    from liveportrait_core.editing.audio import audio_controls, audio_motion
+    from liveportrait_core.editing.controls import apply_controls
+    from liveportrait_core.editing.keyframes import Key, KeyframeSequence, sequence_motion
+
+    env = loudness_envelope(burst(0.2, 0.5, total=0.8), SR, FPS, attack_ms=0, release_ms=0, gain=2.0)
+    m = audio_motion(env, {"lips_open": 100}, FPS)
+    assert len(m) == 20 and m.anchor is not None
+    assert torch.allclose(m.exp[:, 19, 1], 0.001 * 100 * env, atol=1e-7)
+    assert torch.equal(m.exp[:5], torch.zeros(5, 21, 3))  # silence: the neutral face
+    base = sequence_motion(KeyframeSequence(keys=[Key(0.0, {"smile": 0.0}), Key(1.0, {"smile": 1.0})], fps=FPS))
+    both = audio_motion(env, {"lips_open": 100}, FPS, base=base)
+    assert len(both) == 26 and torch.equal(both.anchor.exp, base.anchor.exp)
+    ref = apply_controls(base, {"lips_open": torch.cat([audio_controls(env, {"lips_open": 100})["lips_open"],
+                                                        torch.zeros(6)])})
+    assert torch.equal(both.exp, ref.exp)  # frames past the audio are silent

@@ -155,3 +155,37 @@ def audio_controls(envelope: torch.Tensor, targets: Mapping[str, float]) -> dict
         else:
             out[name] = c.neutral + env * (target - c.neutral)
     return out
+
+
+def audio_motion(envelope: torch.Tensor, targets: Mapping[str, float], fps: float, base=None,
+                 strength: float = 1.0):
+    """A driving Motion whose chosen controls follow an envelope `[F]` (`audio_controls`).
+
+    base None: F neutral frames at `fps` (`neutral_motion`, neutral anchor) with the controls
+    applied — frames at silence render the source exactly in relative mode. base a Motion
+    (e.g. a keyframe sequence's or a driving video's, the envelope computed at its fps): the
+    controls are added on top of it, item frame f taking envelope[f] (silence past the end);
+    a single-face base goes through `edit_driving` (keeps / pins its unedited anchor).
+    """
+    from ..motion import Motion, neutral_motion
+    from .controls import CONTROLS, apply_controls, edit_driving
+
+    env = envelope.detach().to("cpu", torch.float32).reshape(-1)
+    if env.numel() == 0:
+        raise InputError("audio envelope is empty.")
+    values = audio_controls(env, targets)
+    if base is None:
+        return apply_controls(neutral_motion(env.numel(), float(fps)), values, strength=strength)
+    if not isinstance(base, Motion):
+        raise InputError(f"audio_motion: base must be a Motion, got {type(base).__name__}.")
+    frames = base.frames()
+    inside = frames < env.numel()
+    j = frames.clamp(max=env.numel() - 1)
+    per_item = {}
+    for name, v in values.items():
+        c = CONTROLS[name]
+        silent = 0.0 if c.kind == "ratio" else float(c.neutral)
+        per_item[name] = torch.where(inside, v[j], torch.full_like(v[j], silent))
+    if len(base.faces()) > 1:
+        return apply_controls(base, per_item, strength=strength)
+    return edit_driving(base, per_item, strength)
