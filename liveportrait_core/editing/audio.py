@@ -14,7 +14,8 @@
 5. `clamp(gain·(level − threshold), 0, 1)`.
 
 `audio_controls` maps the envelope onto chosen controls (0 → the control's neutral value,
-1 → the given value). The waveform layout is ComfyUI's AUDIO dict `{"waveform": [B,C,S] float,
+1 → the given value); `audio_motion` turns that into a driving Motion (alone or on top of
+another motion). The waveform layout is ComfyUI's AUDIO dict `{"waveform": [B,C,S] float,
 "sample_rate": int}`; this module has no ComfyUI import.
 """
 from __future__ import annotations
