@@ -363,3 +363,12 @@ def test_sequence_on_a_driving_video_survives_relative_mode():
     for i in range(6):  # x = s·(x_c·R + δ + Δ) + t with s = s_s·s_d,i / s_d,0 (relative scale)
         want = off * float(src.scale[0, 0]) * float(drv.scale[i, 0]) / float(drv.scale[0, 0])
         assert torch.allclose((plan.x_d[i] - base.x_d[i]).double(), want, atol=2e-6), i
+
+
+def test_the_documented_example_parses():
+    here = os.path.dirname(os.path.abspath(__file__))
+    text = open(os.path.join(here, "..", "docs", "MOTION.md"), encoding="utf-8").read()
+    section = text[text.index("## Keyframes"):]
+    block = section[section.index("```json") + len("```json"):]
+    s = sequence_from_json(block[:block.index("```")], "docs/MOTION.md")
+    assert [k.time for k in s.keys] == [0.0, 1.4, 1.6] and s.blink.seed == 5  # frame 24 at 15 fps = 1.6 s
