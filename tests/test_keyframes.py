@@ -285,6 +285,7 @@ def _doc(keys, **top):
     (_doc([], version=2), ["version 2", "newer"]),
     ('{"keys": [', ["not valid JSON"]),
     ('[1, 2]', ["JSON object"]),
+    ('{"last_node_id": 3, "nodes": []}', ["not a keyframe sequence", "keys"]),
 ])
 def test_rejections_name_the_key_and_control(text, words):
     with pytest.raises(InputError) as e:

@@ -435,6 +435,9 @@ def sequence_from_dict(data: Any, where: str = "keyframe sequence") -> KeyframeS
     A key gives `time` (seconds) or `frame` (a whole frame number at the sequence's fps)."""
     if not isinstance(data, Mapping):
         raise InputError(f"{where}: expected a JSON object with \"keys\", got {type(data).__name__}.")
+    if "format" not in data and "keys" not in data:
+        raise InputError(f"{where}: not a keyframe sequence (it has neither \"format\": \"{FORMAT}\" "
+                         "nor \"keys\").")
     fmt = data.get("format", FORMAT)
     if fmt != FORMAT:
         hint = " (that is an expression preset: apply it as an expression, e.g. the CLI's --expression)" if fmt == "liveportrait-expression" else ""
