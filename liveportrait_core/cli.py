@@ -1,5 +1,8 @@
 """Command line: `python -m liveportrait_core animate …`, `… extract-motion …`, `… download-weights …`.
 
+`animate --driving` takes a video, image, image folder, motion template or keyframe sequence
+(`*.keyframes.json`, see docs/MOTION.md "Keyframes").
+
 Every user error ends with one line on stderr ("error: …") and exit code 2 (bad arguments)
 or 1 (bad input files / weights / no face); nothing is left at the output path.
 """
@@ -8,7 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
+
+if TYPE_CHECKING:
+    from .compose_options import ComposeOptions
 
 DEFAULT_WEIGHTS = os.environ.get("LIVEPORTRAIT_WEIGHTS", "pretrained_weights")
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -39,6 +45,56 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {v}")
     return v
+
+
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text}")
+    return v
+
+
+def _frame(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frame number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a frame number ≥ 0, got {v}")
+    return v
+
+
+_CLI_TYPES = {"float": float, "ratio": _ratio, "frame": _frame}
+
+
+def _compose_arguments(group) -> None:
+    """The composition flags, generated from the option table (compose_options.COMPOSE_OPTIONS)."""
+    from .compose_options import COMPOSE_OPTIONS
+
+    for spec in COMPOSE_OPTIONS:
+        if spec.cli_flag is None:
+            continue
+        kw = dict(dest=spec.field, help=spec.help)
+        if spec.kind == "bool":
+            kw["action"] = spec.cli_action
+        else:
+            kw["default"] = spec.default
+            if spec.kind == "choice":
+                kw["choices"] = list(spec.choices)
+            else:
+                kw["type"] = _CLI_TYPES[spec.kind]
+                kw["metavar"] = spec.metavar
+        group.add_argument(spec.cli_flag, **kw)
+
+
+def compose_options_from_args(args) -> "ComposeOptions":
+    """ComposeOptions from parsed `animate` arguments (the table's CLI options; others default)."""
+    from .compose_options import COMPOSE_OPTIONS, ComposeOptions
+
+    return ComposeOptions(**{s.field: getattr(args, s.field) for s in COMPOSE_OPTIONS if s.cli_flag})
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -78,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Animate SOURCE (image, video or folder of images) with DRIVING (video, image, "
                                    "folder or motion template) and write OUTPUT (.mp4, or .png/.jpg for one frame).")
     a.add_argument("--source", "-s", required=True, metavar="IMAGE|VIDEO", help="source portrait: image, video or image folder")
-    a.add_argument("--driving", "-d", required=True, metavar="VIDEO|IMAGE|TEMPLATE",
-                   help="driving video, image, image folder, or motion template (.pkl / .lpmotion.safetensors)")
+    a.add_argument("--driving", "-d", required=True, metavar="VIDEO|IMAGE|TEMPLATE|SEQUENCE",
+                   help="driving video, image, image folder, motion template (.pkl / .lpmotion.safetensors) "
+                        "or keyframe sequence (.keyframes.json: expressions on a timeline, no video needed)")
     a.add_argument("--output", "-o", required=True, metavar="OUT.mp4",
                    help="output video (.mp4) or image (.png/.jpg, only when the result is one frame)")
     a.add_argument("--precision", choices=["exact", "fast"], default="exact",
@@ -87,37 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "native bf16, else float32 with NNPACK Winograd/FFT convolutions; faster, visually "
                         "identical (default: exact)")
     _common(a)
-    c = a.add_argument_group("composition (reference flag in brackets)")
-    c.add_argument("--absolute", dest="relative_motion", action="store_false",
-                   help="absolute driving motion instead of motion relative to the first driving frame "
-                        "[flag_relative_motion=False]")
-    c.add_argument("--no-stitching", dest="stitching", action="store_false",
-                   help="do not apply the stitching network [flag_stitching=False]")
-    c.add_argument("--eye-retargeting", action="store_true",
-                   help="drive eye openness with the eye-retargeting network [flag_eye_retargeting]")
-    c.add_argument("--lip-retargeting", action="store_true",
-                   help="drive lip openness with the lip-retargeting network [flag_lip_retargeting]")
-    c.add_argument("--normalize-lip", action="store_true",
-                   help="close the source mouth before animating (relative mode) [flag_normalize_lip]")
-    c.add_argument("--source-video-eye-retargeting", action="store_true",
-                   help="video source: set every frame's eye openness to the first frame's "
-                        "[flag_source_video_eye_retargeting]")
-    c.add_argument("--driving-option", choices=["expression-friendly", "pose-friendly"], default="expression-friendly",
-                   help="expression-friendly (default) or pose-friendly [driving_option]")
-    c.add_argument("--driving-multiplier", type=float, default=1.0, metavar="X",
-                   help="scale the driving motion (default 1.0) [driving_multiplier]")
-    c.add_argument("--animation-region", choices=["all", "exp", "pose", "lip", "eyes"], default="all",
-                   help="which part of the motion to transfer (default: all) [animation_region]")
-    c.add_argument("--smooth-variance", type=float, default=3e-7, metavar="V",
-                   help="video source: Kalman observation variance, larger = smoother (default 3e-7) "
-                        "[driving_smooth_observation_variance]")
-    c.add_argument("--target-eye-ratio", type=_ratio, default=None, metavar="R",
-                   help="with --eye-retargeting: a fixed eye-open ratio instead of the driving's")
-    c.add_argument("--target-lip-ratio", type=_ratio, default=None, metavar="R",
-                   help="with --lip-retargeting: a fixed lip-open ratio instead of the driving's")
-    c.add_argument("--length-policy", choices=["cut", "loop", "ping-pong", "hold"], default="cut",
-                   help="video source vs driving video of different lengths: cut to the shorter (reference), "
-                        "or loop / ping-pong / hold the shorter one (default: cut)")
+    _compose_arguments(a.add_argument_group("composition (reference flag in brackets)"))
+    x = a.add_argument_group("expression editing")
+    x.add_argument("--expression", default=None, metavar="PRESET.json",
+                   help="an expression preset (JSON of control values, e.g. saved by the Expression Editor) "
+                        "applied on top of the driving motion at every frame")
+    x.add_argument("--expression-strength", type=_non_negative, default=1.0, metavar="X",
+                   help="scale the preset's changes (default 1.0; 0 = no change)")
     o = a.add_argument_group("output")
     o.add_argument("--no-paste-back", dest="paste_back", action="store_false",
                    help="write the 512x512 animated face crops instead of pasting them into the source")
@@ -163,7 +196,6 @@ def _run(args) -> int:
         print(download_models(args.weights, layout=args.layout, animal=args.animal))
         return 0
     from .animate import FaceOptions, RunOptions, animate_files, extract_motion_file, load_models_for
-    from .compose import ComposeOptions
 
     def note(msg: str) -> None:
         print(f"note: {msg}", file=sys.stderr)
@@ -173,27 +205,30 @@ def _run(args) -> int:
     run = RunOptions(batch_size=args.batch_size, device=args.device, max_frames=args.max_frames, faces=faces)
     if args.command == "animate":
         run.precision, run.keep_audio = args.precision, args.keep_audio
-        run.compose = ComposeOptions(
-            relative_motion=args.relative_motion, stitching=args.stitching,
-            eye_retargeting=args.eye_retargeting, lip_retargeting=args.lip_retargeting,
-            normalize_lip=args.normalize_lip, source_video_eye_retargeting=args.source_video_eye_retargeting,
-            driving_option=args.driving_option, driving_multiplier=args.driving_multiplier,
-            animation_region=args.animation_region, smooth_variance=args.smooth_variance,
-            target_eye_ratio=args.target_eye_ratio, target_lip_ratio=args.target_lip_ratio,
-            length_policy=args.length_policy)
+        run.compose = compose_options_from_args(args)
         run.compose.validate()
+        if args.expression is not None:
+            from .editing import load_preset
+
+            run.expression, run.expression_strength = load_preset(args.expression), args.expression_strength
         from .animate import check_output_path, input_kind
 
         check_output_path(args.output)  # fail on bad inputs before loading weights
-        if input_kind(args.source, "source") == "template":
+        s_kind, d_kind = input_kind(args.source, "source"), input_kind(args.driving, "driving")
+        if s_kind in ("template", "keyframes"):
             from .errors import InputError
 
-            raise InputError(f"source '{args.source}' is a motion template; the source must be an image, "
+            what = "a motion template" if s_kind == "template" else "a keyframe sequence"
+            raise InputError(f"source '{args.source}' is {what}; the source must be an image, "
                              "a video or a folder of images.")
-        if input_kind(args.driving, "driving") == "template":
+        if d_kind == "template":
             from .templates import load_motion
 
             load_motion(args.driving)
+        elif d_kind == "keyframes":
+            from .editing.keyframes import load_sequence
+
+            load_sequence(args.driving)
         models = load_models_for(args.weights, args.device)
         out = animate_files(args.source, args.driving, args.output, models, run, note=note,
                             progress_factory=_tqdm_progress)
