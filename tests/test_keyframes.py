@@ -314,7 +314,7 @@ def test_load_errors(tmp_path):
 
 def test_shipped_example_sequence():
     here = os.path.dirname(os.path.abspath(__file__))
-    s = load_sequence(os.path.join(here, "..", "example_workflows", "liveportrait_keyframes.keyframes.json"))
+    s = load_sequence(os.path.join(here, "..", "example_workflows", "sequences", "liveportrait_keyframes.keyframes.json"))
     v = sequence_values(s)
     n = frame_count(s)
     assert 2 * s.fps <= n <= 6 * s.fps  # a few seconds
