@@ -168,12 +168,24 @@ class LivePortraitSaveMotion(io.ComfyNode):
         return io.NodeOutput(ui=ui.PreviewText(f"saved {len(motion)} frames to {os.path.join(subfolder, name)}"))
 
 
+def _option_widget(spec):
+    """The Retarget widget of one composition option (liveportrait_core.compose_options table)."""
+    kw = dict(tooltip=spec.tooltip, default=spec.node_default, advanced=spec.advanced or None)
+    if spec.kind == "bool":
+        return io.Boolean.Input(spec.node_name, **kw)
+    if spec.kind == "choice":
+        return io.Combo.Input(spec.node_name, options=list(spec.choices), **kw)
+    if spec.kind == "frame":
+        return io.Int.Input(spec.node_name, min=int(spec.minimum), max=int(spec.maximum), step=int(spec.step), **kw)
+    return io.Float.Input(spec.node_name, min=spec.minimum, max=spec.maximum, step=spec.step,
+                          **({"round": spec.round} if spec.round is not None else {}), **kw)
+
+
 class LivePortraitRetarget(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from ..liveportrait_core.compose import DRIVING_OPTIONS, LENGTH_POLICIES, REGIONS, ComposeOptions
+        from ..liveportrait_core.compose_options import COMPOSE_OPTIONS
 
-        d = ComposeOptions()
         return io.Schema(
             node_id="LivePortraitRetarget",
             display_name="LivePortrait Retarget",
@@ -184,73 +196,19 @@ class LivePortraitRetarget(io.ComfyNode):
             inputs=[
                 LPModels.Input("models", tooltip="From Load LivePortrait Models (stitching / retargeting MLPs)."),
                 LPMotion.Input("source_motion", tooltip="Motion of the SOURCE faces (Extract Motion on the source crops)."),
-                LPMotion.Input("driving_motion", tooltip="Driving motion: Extract Motion on driving crops, or Load Motion."),
-                io.Boolean.Input("relative_motion", default=d.relative_motion,
-                                 tooltip="Apply the driving motion relative to its first frame (keeps the source's own "
-                                         "pose and expression as the start). Off = absolute: copy the driving pose/expression."),
-                io.Combo.Input("driving_option", options=list(DRIVING_OPTIONS), default=d.driving_option,
-                               tooltip="expression-friendly or pose-friendly (reference option; only matters for an "
-                                       "image source driven by a video in relative mode)."),
-                io.Float.Input("driving_multiplier", default=d.driving_multiplier, min=0.0, max=3.0, step=0.01,
-                               tooltip="Scales how far the keypoints move (1 = as driven; <1 calmer, >1 stronger)."),
-                io.Combo.Input("animation_region", options=list(REGIONS), default=d.animation_region,
-                               tooltip="What the driving motion moves: all, exp (expression only), pose (head only), "
-                                       "lip, or eyes."),
-                io.Boolean.Input("stitching", default=d.stitching,
-                                 tooltip="Use the stitching MLP so the face fits back seamlessly (recommended; "
-                                         "needs stitching_retargeting_module in the weights)."),
-                io.Boolean.Input("eye_retargeting", default=d.eye_retargeting,
-                                 tooltip="Drive eye openness with the eye-retargeting MLP from the driving eye ratios "
-                                         "(experimental in the reference)."),
-                io.Boolean.Input("lip_retargeting", default=d.lip_retargeting,
-                                 tooltip="Drive mouth openness with the lip-retargeting MLP from the driving lip ratio "
-                                         "(experimental in the reference)."),
-                io.Boolean.Input("normalize_lip", default=d.normalize_lip,
-                                 tooltip="Close the source mouth before animating (relative mode, no retargeting)."),
-                io.Boolean.Input("source_video_eye_retargeting", default=d.source_video_eye_retargeting,
-                                 tooltip="Video source: set every frame's eye openness to the first frame's."),
-                io.Float.Input("smooth_variance", default=d.smooth_variance, min=0.0, max=0.01, step=1e-7,
-                               round=1e-10,
-                               tooltip="Video source driven by a video: Kalman smoothing of the motion (larger = "
-                                       "smoother; 0 = none; reference 3e-7)."),
-                io.Float.Input("target_eye_ratio", default=-1.0, min=-1.0, max=1.0, step=0.01,
-                               tooltip="Eye retargeting target openness; -1 = follow the driving motion's eyes."),
-                io.Float.Input("target_lip_ratio", default=-1.0, min=-1.0, max=1.0, step=0.01,
-                               tooltip="Lip retargeting target openness; -1 = follow the driving motion's mouth."),
-                io.Combo.Input("length_policy", options=list(LENGTH_POLICIES), default=d.length_policy,
-                               tooltip="Video source vs driving of different lengths: cut to the shorter (reference), "
-                                       "loop, ping-pong or hold the last frame of the shorter one."),
-                io.Float.Input("lip_normalize_threshold", default=d.lip_normalize_threshold, min=0.0, max=1.0,
-                               step=0.001, advanced=True,
-                               tooltip="normalize_lip acts only when the source lip ratio is at least this (reference 0.03)."),
-                io.Float.Input("source_video_eye_threshold", default=d.source_video_eye_retargeting_threshold,
-                               min=0.0, max=1.0, step=0.01, advanced=True,
-                               tooltip="source_video_eye_retargeting: a first-frame eye ratio below this counts as "
-                                       "closed and is replaced by 0.39 (reference 0.18)."),
+                LPMotion.Input("driving_motion", tooltip="Driving motion: Extract Motion on driving crops, Load Motion, "
+                                                         "Keyframes or the Expression Editor."),
+                # one widget per composition option, in the table's order (= the saved widget order)
+                *(_option_widget(spec) for spec in COMPOSE_OPTIONS if spec.node_name),
             ],
             outputs=[LPKeypoints.Output(display_name="keypoints",
                                         tooltip="Source and driving keypoints per output frame (LP_KEYPOINTS) for Animate.")],
         )
 
     @classmethod
-    def execute(cls, models, source_motion, driving_motion, relative_motion: bool,
-                driving_option: str, driving_multiplier: float,
-                animation_region: str, stitching: bool, eye_retargeting: bool,
-                lip_retargeting: bool, normalize_lip: bool,
-                source_video_eye_retargeting: bool, smooth_variance: float,
-                target_eye_ratio: float, target_lip_ratio: float, length_policy: str,
-                lip_normalize_threshold: float, source_video_eye_threshold: float) -> io.NodeOutput:
-        from ..liveportrait_core.compose import ComposeOptions, compose
+    def execute(cls, models, source_motion, driving_motion, **options) -> io.NodeOutput:
+        from ..liveportrait_core.compose import compose
+        from ..liveportrait_core.compose_options import options_from_node_values
 
-        options = ComposeOptions(
-            relative_motion=relative_motion, stitching=stitching, eye_retargeting=eye_retargeting,
-            lip_retargeting=lip_retargeting, normalize_lip=normalize_lip,
-            source_video_eye_retargeting=source_video_eye_retargeting, driving_option=driving_option,
-            driving_multiplier=driving_multiplier, animation_region=animation_region,
-            smooth_variance=smooth_variance,
-            target_eye_ratio=None if target_eye_ratio < 0 else target_eye_ratio,
-            target_lip_ratio=None if target_lip_ratio < 0 else target_lip_ratio,
-            length_policy=length_policy, lip_normalize_threshold=lip_normalize_threshold,
-            source_video_eye_retargeting_threshold=source_video_eye_threshold)
-        plan = compose(source_motion, driving_motion, models.stitching_retargeting, options)
+        plan = compose(source_motion, driving_motion, models.stitching_retargeting, options_from_node_values(options))
         return io.NodeOutput(plan)
