@@ -4,7 +4,6 @@ Build it with `liveportrait_core.weights.load_models(path, device, dtype)`.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -42,46 +41,6 @@ def network_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if name in FLOAT32_NETWORKS else dtype
 
 
-def _cast_inputs(module: nn.Module, args: tuple, kwargs: dict):
-    """Forward pre-hook. The data input (first argument of forward: image, feature volume, MLP
-    input) goes to the network's device and dtype, so callers may pass float32 to a float16
-    network (or float16 to a float32 one). Other tensors (keypoints) only change device: the
-    warping module computes its geometry in float32 and must get float32 keypoints."""
-    p = next(module.parameters(), None)
-    if p is None:
-        return None
-
-    def cast(v, data: bool):
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.to(device=p.device, dtype=p.dtype) if data else v.to(device=p.device)
-        return v
-
-    data_kw = getattr(module, "_lp_data_arg", None)
-    args = tuple(cast(a, i == 0) for i, a in enumerate(args))
-    kwargs = {k: cast(v, not args and k == data_kw) for k, v in kwargs.items()}
-    return args, kwargs
-
-
-def _data_arg(module: nn.Module) -> str | None:
-    params = list(inspect.signature(type(module).forward).parameters)
-    return params[1] if len(params) > 1 else None  # params[0] is self
-
-
-def prepare_network(module: nn.Module) -> nn.Module:
-    """Inference setup: eval mode, no gradients, input-casting hook (idempotent)."""
-    module.eval()
-    module.requires_grad_(False)
-    # A module without its own forward (StitchingRetargeting: .stitching/.eye/.lip) is used
-    # through its children, so those get the hook instead.
-    own_forward = type(module).forward is not nn.Module.forward
-    for m in (module,) if own_forward else tuple(module.children()):
-        if not getattr(m, "_lp_cast_hook", False):
-            m._lp_data_arg = _data_arg(m)
-            m.register_forward_pre_hook(_cast_inputs, with_kwargs=True)
-            m._lp_cast_hook = True
-    return module
-
-
 @dataclass
 class LivePortraitModels:
     """The five LivePortrait networks, in eval mode, without gradients.
@@ -115,6 +74,10 @@ class LivePortraitModels:
     source: str
     files: dict[str, str] = field(default_factory=dict)
     variant: str = "human"
+    # Derived inference copies of F, W, G (accel.prepare_networks), kept with the weights they
+    # were made from: key (precision, device, compute dtype) → {"F", "W", "G"}. Dropped when the
+    # weights' dtype changes (`to(dtype=…)`) or by accel.release_prepared.
+    prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
     def networks(self) -> Iterator[tuple[str, nn.Module]]:
         """(name, module) for every loaded network (stitching only when present)."""
@@ -130,6 +93,8 @@ class LivePortraitModels:
             raise ValueError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
         device = torch.device(device) if device is not None else self.device
         dtype = dtype if dtype is not None else self.dtype
+        if dtype != self.dtype:
+            self.prepared.clear()  # derived from the weights before they were re-rounded
         for name, module in self.networks():
             module.to(device=device, dtype=network_dtype(name, dtype))
         self.device, self.dtype = device, dtype
