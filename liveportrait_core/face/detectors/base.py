@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ...errors import InputError
-from ..crop import as_rgb_u8  # noqa: F401  (re-exported: the one image-boundary check)
+from ...images import to_rgb_u8
 
 log = logging.getLogger("liveportrait")
 
@@ -56,7 +56,7 @@ class FaceDetector:
     def detect(self, image_rgb_u8: np.ndarray, name: str = "image") -> List[DetectedFace]:
         """Faces in an RGB uint8 [H,W,3] image (grey/RGBA/float 0..1 are converted; empty or
         1×1 images raise InputError naming `name`). Order: as the backend returns them."""
-        img = as_rgb_u8(image_rgb_u8, name)
+        img = to_rgb_u8(image_rgb_u8, name)
         if min(img.shape[:2]) < MIN_SIDE:
             return []  # too small to hold a face; callers report "no face" with the input name
         return self._detect(img)
