@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, MotionFileError
-from .motion import EXP_SET, EYE_KPS, LIP_ARRAY, LIP_KPS, NUM_KP, Motion, region_mask  # noqa: F401 (re-exported)
+from .motion import LIP_ARRAY, NUM_KP, Motion, region_mask
 from .smoothing import kalman_smooth
 
 REGIONS = ("all", "exp", "pose", "lip", "eyes")

@@ -13,18 +13,18 @@ depends on the detector's box convention.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..errors import WeightsError
+from ..weights import LANDMARK_FILE
 from .crop import LANDMARK_RUNNER, crop_image, transform_points
 from .detectors.base import DetectedFace
 from .detectors.ort import onnx_session
 
 INPUT_SIZE = 224
 NUM_POINTS = 203
-LANDMARK_FILE = "landmark.onnx"
 
 # Default box → 106-extent calibration: (left, top, right, bottom) offsets in box sides.
 DEFAULT_BOX_TO_EXTENT = (0.08, 0.12, -0.08, 0.0)
@@ -98,14 +98,6 @@ class LandmarkRunner:
         for _ in range(max(int(refine), 0)):
             lmk = self.run(image, lmk)
         return lmk
-
-    @staticmethod
-    def ratios(landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Eye [N,2] and lip [N,1] open ratios of 203-point landmarks [N,203,2] (ARCHITECTURE §8)."""
-        from ..motion import eye_lip_ratios
-
-        eye, lip = eye_lip_ratios(landmarks)
-        return eye.numpy(), lip.numpy()
 
 
 def pseudo_guide(face: DetectedFace,
