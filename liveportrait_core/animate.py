@@ -28,8 +28,7 @@ from .errors import InputError, MotionFileError, VideoError
 from .extract import extract_motion
 from .face.crops import FaceCrops
 from .render import Animator
-
-TEMPLATE_EXTS = (".pkl", ".pickle", ".safetensors")
+from .templates import is_template_path
 NOTE = Callable[[str], None]
 STREAM_CHUNK = 16  # source / driving frames decoded + cropped at a time (see stream_chunk): 16 × 6 MiB at 1080p
 
@@ -66,7 +65,7 @@ def input_kind(path: str, what: str) -> str:
     low = path.lower()
     if os.path.isdir(path):
         return "video"
-    if low.endswith(TEMPLATE_EXTS):
+    if is_template_path(path):
         return "template"
     if low.endswith(vio.IMAGE_EXTS):
         return "image"
@@ -337,8 +336,7 @@ def extract_motion_file(driving: str, output: str, models, run: RunOptions, note
     """Driving video / image / folder → motion template at `output` (.pkl or .lpmotion.safetensors)."""
     from .templates import save_motion
 
-    low = output.lower()
-    if not low.endswith((".pkl", ".safetensors")):
+    if not is_template_path(output):
         raise MotionFileError(f"output '{output}': use a .pkl (reference template) or .lpmotion.safetensors name.")
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):

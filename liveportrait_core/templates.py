@@ -27,8 +27,18 @@ import torch
 from .errors import LivePortraitError, MotionFileError
 from .motion import NUM_KP, Motion
 
-MOTION_EXTENSION = ".lpmotion.safetensors"
+MOTION_EXTENSION = ".lpmotion.safetensors"  # our format's name; any *.safetensors is read/written as ours
 PICKLE_EXTENSION = ".pkl"
+PICKLE_EXTENSIONS = (PICKLE_EXTENSION, ".pickle")  # the reference tool's templates
+# Every name load_motion / save_motion take (a driving input with one of these is a template) …
+TEMPLATE_EXTENSIONS = PICKLE_EXTENSIONS + (".safetensors",)
+# … and the names offered in file lists: a bare .safetensors file there is most likely weights.
+LISTED_EXTENSIONS = PICKLE_EXTENSIONS + (MOTION_EXTENSION,)
+
+
+def is_template_path(path: str) -> bool:
+    """Does `path` name a motion template (by its extension, `TEMPLATE_EXTENSIONS`)?"""
+    return os.fspath(path).lower().endswith(TEMPLATE_EXTENSIONS)
 _FORMAT_KEY = "liveportrait_motion"
 _FORMAT_VERSION = 1
 _MAX_BYTES = 1 << 30
@@ -299,7 +309,7 @@ def save_motion(motion: Motion, path: str) -> str:
         motion.validate("motion to save")
     except LivePortraitError as e:
         raise MotionFileError(str(e)) from None
-    if low.endswith((".pkl", ".pickle")):
+    if low.endswith(PICKLE_EXTENSIONS):
         _single_face(motion, path)
         buf = io.BytesIO()
         _TemplatePickler(buf, protocol=4).dump(_to_template(motion))
