@@ -1,6 +1,8 @@
 """LivePortraitAnimate: source faces + keypoint plan → animated 512² face crops (IMAGE)."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from . import comfy as C
@@ -12,11 +14,6 @@ from .types import CATEGORY, LPFaces, LPKeypoints, LPModels
 _BYTES_PER_FRAME = 600 * 1024 ** 2
 
 
-def _cancel() -> bool:
-    C.check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
-    return False
-
-
 class LivePortraitAnimate(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -26,7 +23,7 @@ class LivePortraitAnimate(io.ComfyNode):
             category=CATEGORY,
             description=("Renders the animated face crops: warps the source appearance by the keypoint plan and "
                          "decodes 512×512 crops, batch by batch (progress and live preview on the node, Cancel "
-                         "stops between batches). Upscale or restore the crops if you like, then paste them "
+                         "stops between frames). Upscale or restore the crops if you like, then paste them "
                          "back with LivePortrait Paste Back."),
             inputs=[
                 LPModels.Input("models", tooltip="From Load LivePortrait Models."),
@@ -61,10 +58,13 @@ class LivePortraitAnimate(io.ComfyNode):
         with C.models_on_device(models, extra_bytes=_BYTES_PER_FRAME * batch_size) as device:
             animator = Animator(models, precision=precision, batch_size=batch_size, device=device)
             done = 0
-            for chunk in animator.iter_render(keypoints, source_faces, output="float", cancel=_cancel):
-                if out is None:  # one preallocated output: peak memory = the result + one chunk
-                    out = torch.empty((n, *chunk.shape[1:]), dtype=torch.float32, device=C.intermediate_device())
-                out[done:done + chunk.shape[0]] = chunk
-                done += chunk.shape[0]
-                prog.update(chunk.shape[0], preview=chunk)
+            # closed at once on any error (not when garbage-collected): the render's scopes end there
+            with contextlib.closing(animator.iter_render(keypoints, source_faces, output="float",
+                                                         cancel=C.check_interrupt)) as chunks:
+                for chunk in chunks:
+                    if out is None:  # one preallocated output: peak memory = the result + one chunk
+                        out = torch.empty((n, *chunk.shape[1:]), dtype=torch.float32, device=C.intermediate_device())
+                    out[done:done + chunk.shape[0]] = chunk
+                    done += chunk.shape[0]
+                    prog.update(chunk.shape[0], preview=chunk)
         return io.NodeOutput(out)

@@ -13,12 +13,13 @@ from .convert import image_to_u8, mask_batch, u8_to_image
 from .types import CATEGORY, FaceLandmarks, LPFaceDetector, LPFaces, LPKeypoints, LPModels
 
 PURPOSES = ["source", "driving", "custom", "none"]
-FACE_ORDERS = ["large-small", "small-large", "left-right", "right-left", "top-bottom", "bottom-top"]
 
 
 class LivePortraitCropFace(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
+        from ..liveportrait_core.face.detectors import ORDERS  # combo values: saved workflows keep them
+
         return io.Schema(
             node_id="LivePortraitCropFace",
             display_name="LivePortrait Crop Face",
@@ -50,7 +51,7 @@ class LivePortraitCropFace(io.ComfyNode):
                 io.Int.Input("face_index", optional=True, default=0, min=-1, max=63,
                              tooltip="Which face (after ordering) to crop; -1 = all faces, each tracked as its "
                                      "own face id, so one motion animates everyone."),
-                io.Combo.Input("face_order", optional=True, options=FACE_ORDERS, default="large-small",
+                io.Combo.Input("face_order", optional=True, options=list(ORDERS), default="large-small",
                                tooltip="How faces are ordered for face_index."),
                 io.Boolean.Input("rotate", optional=True, default=True,
                                  tooltip="Rotate the crop to cancel head roll (reference behaviour)."),
@@ -89,7 +90,7 @@ class LivePortraitCropFace(io.ComfyNode):
             scale=scale if custom else None, vx=vx_ratio if custom else None, vy=vy_ratio if custom else None,
             face_index="all" if face_index < 0 else face_index, order=face_order, rotate=rotate,
             smooth=smoothing, mode="none" if purpose == "none" else "detect", name="image",
-            progress=lambda d, t: prog.update(d - prog.done))
+            progress=prog)
         return io.NodeOutput(faces, u8_to_image(faces.crops))
 
 

@@ -7,12 +7,6 @@ from . import comfy as C
 from .comfy import io, ui
 from .types import CATEGORY, LPFaces, LPKeypoints, LPModels, LPMotion
 
-TEMPLATE_EXTS = (".pkl", ".lpmotion.safetensors")
-
-
-def _cancel() -> bool:
-    C.check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
-    return False
 
 
 class LivePortraitExtractMotion(io.ComfyNode):
@@ -46,18 +40,20 @@ class LivePortraitExtractMotion(io.ComfyNode):
         prog = C.Progress(len(faces), cls.hidden.unique_id)
         with C.models_on_device(models):
             motion = extract_motion(models, faces, fps=fps, batch_size=batch_size,
-                                    progress=lambda d, t: prog.update(d - prog.done), cancel=_cancel)
+                                    progress=prog, cancel=C.check_interrupt)
         return io.NodeOutput(motion)
 
 
 def template_files() -> list[str]:
     """Motion template files at the top of ComfyUI's input folder (like LoadImage: no deep scan)."""
+    from ..liveportrait_core.templates import LISTED_EXTENSIONS
+
     root = C.input_directory()
     try:
         names = os.listdir(root)
     except OSError:
         return []
-    return sorted(f for f in names if f.lower().endswith(TEMPLATE_EXTS) and os.path.isfile(os.path.join(root, f)))
+    return sorted(f for f in names if f.lower().endswith(LISTED_EXTENSIONS) and os.path.isfile(os.path.join(root, f)))
 
 
 class LivePortraitLoadMotion(io.ComfyNode):
