@@ -1,6 +1,6 @@
 """Composition: source Motion + driving Motion + options → the keypoints warping consumes.
 
-Implements ARCHITECTURE.md §9.1–§9.3 (relative / absolute motion, animation regions, Kalman
+Implements the composition of docs/MOTION.md (relative / absolute motion, animation regions, Kalman
 smoothing of video sources, expression-friendly hull multiplier, stitching, eye / lip
 retargeting, lip normalisation, source-video eye retargeting, driving multiplier), vectorised
 over frames, in the reference's float32 operation order.
@@ -36,7 +36,7 @@ class MissingRatiosError(InputError, MotionFileError):
 
 @dataclass
 class KeypointPlan:
-    """Per output frame, what warping consumes (ARCHITECTURE.md §9.3).
+    """Per output frame, what warping consumes.
 
     x_s:  [N,21,3] float32 source keypoints.
     x_d:  [N,21,3] float32 driving keypoints after composition, stitching, retargeting and
@@ -152,7 +152,7 @@ def _extend(length: int, n: int, policy: str) -> torch.Tensor:
 
 
 def _timeline(n_src: int, n_drv: int, src_video: bool, drv_video: bool, policy: str):
-    """(source frame position, driving entry) per output frame (§9.1 frame-count table)."""
+    """(source frame position, driving entry) per output frame."""
     if not src_video:
         n = n_drv if drv_video else 1
         return torch.zeros(n, dtype=torch.int64), torch.arange(n)
@@ -175,7 +175,7 @@ def _mlp(fn, x_s: torch.Tensor, ratio: torch.Tensor, module: torch.nn.Module) ->
 
 
 def _stitch(mlps, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-    """§6 stitching: x_d + Δ[:, :63] (as 21×3), then + (Δ63, Δ64) on x and y."""
+    """Stitching: x_d + Δ[:, :63] (as 21×3), then + (Δ63, Δ64) on x and y."""
     delta = _mlp(mlps.stitching, x_s, x_d.reshape(x_d.shape[0], -1), mlps)
     out = x_d + delta[:, :63].reshape(-1, NUM_KP, 3)
     out[..., 0] += delta[:, 63:64]
@@ -389,7 +389,7 @@ def _need(value: Optional[torch.Tensor], feature: str, what: str, driving: bool 
 
 def compose(source: Motion, driving: Motion, mlps=None, options: Optional[ComposeOptions] = None,
             trace: Optional[dict] = None) -> KeypointPlan:
-    """Source motion + driving motion → per output frame (x_s, x_d) for warping (§9.3).
+    """Source motion + driving motion → per output frame (x_s, x_d) for warping.
 
     source: N items (1 = image; several frames = video; `face_id` / `frame_index` for several
         faces), must carry canonical keypoints `kp`. driving: M items of one face (1 = image or

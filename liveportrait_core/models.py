@@ -22,7 +22,7 @@ BASE_NETWORKS = ("appearance_feature_extractor", "motion_extractor", "warping_mo
 #   the angles, bfloat16 (7-bit) ~0.4°, and keypoints/expression get 1e-3…1e-2 relative error,
 #   which shows as frame-to-frame jitter of the animated face. Its 23 layer norms and GRNs would
 #   be upcast to float32 anyway (a GRN sum of squares over 64×64 positions overflows float16's
-#   65504), and M costs ~1.5 % of a frame (80 ms of ~6 s on CPU): float32 is nearly free.
+#   65504), and M costs a small fraction of a frame (benchmarks/networks.py): float32 is nearly free.
 # - stitching_retargeting: 0.2 M parameters; its outputs are keypoint deltas added to float32
 #   keypoints, so low precision would only add noise for no speed gain.
 # - spectral norm of the SPADE generator: σ = uᵀ·(W_orig·v) sums up to 4608 products and divides

@@ -33,7 +33,7 @@ class Animator:
                 else float32 with NNPACK Winograd / FFT convolutions).
     batch_size: frames per W/G batch (and per F batch). In exact mode on CPU the frames of a
                 batch are still warped one at a time (faster there), so it only sets the chunk
-                size; fast mode on CPU is fastest at 4 (measured).
+                size; fast mode on CPU is fastest at about 4 (benchmarks/animate.py).
     max_cached_features: how many source feature volumes (8 MB each in float32) are kept at
                 once; a source item is recomputed only if evicted and needed again (a looping
                 source video longer than this). Image sources compute F exactly once.

@@ -1,6 +1,6 @@
 """Motion files: the reference tool's `.pkl` templates and our own pickle-free format.
 
-* `.pkl` (ARCHITECTURE.md §11): read through a restricted unpickler that admits only the numpy
+* `.pkl` (the reference tool's template layout): read through a restricted unpickler that admits only the numpy
   globals arrays and numbers are rebuilt from (`multiarray._reconstruct` / `.scalar` under
   `numpy.core` or `numpy._core`, `numpy.ndarray`, `numpy.dtype` — object dtypes refused); any
   other global is refused before anything runs. Both layouts are read: rotation `R` or `R_d`, ratio lists
@@ -126,7 +126,7 @@ def _int(value: Any, what: str, path: str) -> int:
 
 
 def _from_template(d: Any, path: str) -> Motion:
-    """Template dict (§11 layout, old or current key names) → Motion (degrees derived from R)."""
+    """Template dict (reference layout, old or current key names) → Motion (degrees derived from R)."""
     if not isinstance(d, dict) or not isinstance(d.get("motion"), (list, tuple)):
         raise MotionFileError(f"{path}: not a LivePortrait motion template (no 'motion' list of frames).")
     frames = list(d["motion"])

@@ -126,7 +126,7 @@ def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
 def models_on_device(models, extra_bytes: int = 0) -> Iterator[torch.device]:
     """Free ComfyUI memory, move the networks to the compute device, park them after.
 
-    The free-memory + offload pattern of the guide (§7): a diffusion model in the same graph is
+    ComfyUI's free-memory + offload pattern: a diffusion model in the same graph is
     unloaded only as much as needed, and our networks never stay on the GPU between nodes.
     """
     device = compute_device()

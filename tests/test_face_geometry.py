@@ -204,7 +204,7 @@ def test_e2e_crop_and_pasteback(fe):
 
 
 def test_e2e_driving_autocrop(fe):
-    """motion_math.npz's drv_video_cropped case: the e2e driving frames auto-cropped (§3)."""
+    """motion_math.npz's drv_video_cropped case: the e2e driving frames auto-cropped."""
     lmk = fe["driving_lmk203"]
     frames = fe["driving_frames_u8"] if fe.full else np.zeros((3, 256, 256, 3), np.uint8)
     crops, M, lmk_crop = crop_driving_video(frames, lmk)

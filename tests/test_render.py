@@ -208,7 +208,7 @@ def test_streaming_chunks_equal_all_at_once():
     assert torch.equal(torch.cat(chunks), whole)
     assert whole.shape == (10, 8, 8, 3) and whole.dtype == torch.float32
     u8 = Animator(m, batch_size=3).render(plan, crops, output="uint8")
-    assert torch.equal(u8, (whole * 255).to(torch.uint8))  # truncation, as parse_output
+    assert torch.equal(u8, (whole * 255).to(torch.uint8))  # truncation, as images.render_to_u8
 
 
 def test_each_item_is_its_own_source_and_keypoints():

@@ -11,8 +11,8 @@ Public API (the rest are the package's own modules):
 
 Modules: `precision` (modes → dtype), `prepared` (the entry point and its cache), `derive`
 (derived copies: spectral norm, BN folding, layouts), `spade` (G's SPADE stand-ins), `nnpack`
-(Winograd / FFT float32 convolutions), `half` (float16 storage: CPU layers and the input-cast
-hook of loaded networks), `denormal`, `heap`.
+(Winograd / FFT float32 convolutions), `swap` (module replacement), `half` (float16 storage: CPU
+layers and the input-cast hook of loaded networks), `denormal`, `heap`.
 
 Names are loaded on first use: `networks/` imports `accel.half`, and `derive` imports the
 networks, so this package must not import its submodules eagerly.

@@ -30,6 +30,7 @@ from ..networks.warping_module import DenseMotionNetwork, Hourglass3d
 from .half import remove_cast_hooks
 from .nnpack import replace_convs
 from .spade import replace_spade, replace_spade_blocks
+from .swap import swap_modules
 
 # What folds: (block class, conv, BN) where the BN is applied directly to that conv's output in
 # the block's forward. Pre-activation norms (ResBlock3d.norm1, before conv1) are not listed.
@@ -59,13 +60,7 @@ def materialize_spectral_norm(net: nn.Module) -> int:
     `W_eff = weight_orig / (u·(W v))`. Returns the number replaced."""
     if net.training:
         raise RuntimeError("materialize_spectral_norm needs an eval-mode network")
-    n = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent._modules.items()):
-            if isinstance(child, SNConv2d):
-                parent._modules[name] = _plain_conv(child)
-                n += 1
-    return n
+    return swap_modules(net, lambda m: _plain_conv(m) if isinstance(m, SNConv2d) else None)
 
 
 def _fold(conv: nn.Module, bn: nn.Module) -> nn.Module:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..networks.spade_generator import SPADE, SPADEResnetBlock
 from .nnpack import PACK_PIXELS
+from .swap import swap_modules
 
 
 def _stacked_conv(like: nn.Conv2d, weights, biases) -> nn.Conv2d:
@@ -35,7 +36,7 @@ class FastSPADE(nn.Module):
     instance norm is a training-mode batch norm (same statistics, accumulated in float32 by
     PyTorch): of the N·C maps as channels for contiguous inputs, of each item alone for
     channels-last ones, whose CPU kernel then keeps the layout. The stock instance norm returns
-    the default layout, and mixing layouts made G ~2× slower (measured).
+    the default layout, and mixing layouts slows G down a lot (benchmarks/networks.py).
     `fuse`: γ and β (two convs of the same input) become one conv with both outputs, so the
     input is read and transformed once (used by the float32 NNPACK path).
     """
@@ -97,7 +98,7 @@ class FastSPADE(nn.Module):
 class FastSPADEResnetBlock(nn.Module):
     """Stand-in for a SPADEResnetBlock in float32 NNPACK copies: its two or three SPADEs read
     the same conditioning map, so their `mlp_shared` convs run as one conv with all outputs
-    (one input transform instead of three: −136 ms at 256², measured), and each SPADE
+    (one input transform instead of three), and each SPADE
     modulates with its slice (`FastSPADE(fuse=True)`, γ|β as one conv). The shortcut's
     bias-free 1×1 `conv_s` is folded into its SPADE's β (`then`): at 256² the β conv makes 64
     instead of 256 maps."""
@@ -120,7 +121,7 @@ class FastSPADEResnetBlock(nn.Module):
         if x.shape[0] > 1 and 2 * x.shape[2] * x.shape[3] > PACK_PIXELS:
             # maps too large to share NNPACK calls: the block one item at a time (batched, a
             # 256² block's maps overflow the caches, and each conv would concatenate its
-            # per-item outputs: batch 4 ran 10-20 % slower per frame, measured)
+            # per-item outputs; benchmarks/networks.py times both)
             return torch.cat([self(x[i:i + 1], seg[i:i + 1]) for i in range(x.shape[0])])
         if seg.shape[2:] != x.shape[2:]:
             seg = torch.nn.functional.interpolate(seg, size=x.shape[2:], mode="nearest")
@@ -135,22 +136,10 @@ class FastSPADEResnetBlock(nn.Module):
 
 def replace_spade(net: nn.Module) -> int:
     """Swap every `SPADE` of `net` (in place) for a `FastSPADE`. Returns the number swapped."""
-    n = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent._modules.items()):
-            if isinstance(child, SPADE):
-                parent._modules[name] = FastSPADE(child)
-                n += 1
-    return n
+    return swap_modules(net, lambda m: FastSPADE(m) if isinstance(m, SPADE) else None)
 
 
 def replace_spade_blocks(net: nn.Module) -> int:
     """Swap every `SPADEResnetBlock` of `net` (in place, spectral norm already materialised)
     for a `FastSPADEResnetBlock`. Returns the number swapped."""
-    n = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent._modules.items()):
-            if isinstance(child, SPADEResnetBlock):
-                parent._modules[name] = FastSPADEResnetBlock(child)
-                n += 1
-    return n
+    return swap_modules(net, lambda m: FastSPADEResnetBlock(m) if isinstance(m, SPADEResnetBlock) else None)

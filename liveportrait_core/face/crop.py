@@ -1,4 +1,4 @@
-"""Face crop geometry: landmarks → rotated square → similarity warp (CROP_AND_PASTE.md §2, §3, §5).
+"""Face crop geometry: landmarks → rotated square → similarity warp (docs/ARCHITECTURE.md, Face crops).
 
 Boundary: every function here works on **RGB uint8 HxWx3 numpy images** (what OpenCV warps and
 what parity with the reference needs) and float32 landmark arrays in pixel coordinates
@@ -33,7 +33,7 @@ class CropPreset(NamedTuple):
 
 
 SOURCE = CropPreset(2.3, 0.0, -0.125)  # source image / source video crops
-DRIVING = CropPreset(2.2, 0.0, -0.1)  # driving-video auto-crop (§3)
+DRIVING = CropPreset(2.2, 0.0, -0.1)  # driving-video auto-crop
 LANDMARK_RUNNER = CropPreset(1.5, 0.0, -0.1)  # 224² input of the 203-point model
 
 NETWORK_SIZE = 256
@@ -79,7 +79,7 @@ def _as_points(landmarks: Any, name: str = "landmarks") -> np.ndarray:
     return pts
 
 
-# ---------------------------------------------------------------- guide points (§2.1)
+# ---------------------------------------------------------------- guide points
 
 SUPPORTED_COUNTS = "5, 9, 68, 101, 106, 203 or any count above 101"
 
@@ -115,7 +115,7 @@ def guide_points(landmarks: Any) -> np.ndarray:
     return np.stack([eye, lip], axis=0).astype(F32)
 
 
-# ---------------------------------------------------------------- rotated square (§2.2)
+# ---------------------------------------------------------------- rotated square
 
 
 def parse_rect_from_landmark(landmarks: Any, scale: float = SOURCE.scale, vx_ratio: float = 0.0,
@@ -147,7 +147,7 @@ def parse_rect_from_landmark(landmarks: Any, scale: float = SOURCE.scale, vx_rat
     return Rect(center=center.astype(F32), side=F32(size[0]), angle=angle)
 
 
-# ---------------------------------------------------------------- similarity matrix (§2.3)
+# ---------------------------------------------------------------- similarity matrix
 
 
 def rect_to_matrix(rect: Rect, dsize: int = CROP_SIZE, rotate: bool = True) -> np.ndarray:
@@ -182,7 +182,7 @@ def warp(image: np.ndarray, M: np.ndarray, size: Tuple[int, int],
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-# ---------------------------------------------------------------- crop (§2.4)
+# ---------------------------------------------------------------- crop
 
 
 def crop_from_matrix(image: Any, M_o2c: np.ndarray, dsize: int = CROP_SIZE,
@@ -237,7 +237,7 @@ def full_frame_network_input(image: Any, size: int = NETWORK_SIZE) -> np.ndarray
     return cv2.resize(to_rgb_u8(image), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-# ---------------------------------------------------------------- resize_to_limit (§5)
+# ---------------------------------------------------------------- resize_to_limit
 
 
 def resize_to_limit(image: Any, max_dim: int = 1280, division: int = 2) -> np.ndarray:
@@ -259,7 +259,7 @@ def resize_to_limit(image: Any, max_dim: int = 1280, division: int = 2) -> np.nd
     return np.ascontiguousarray(img[:nh, :nw])
 
 
-# ---------------------------------------------------------------- driving-video boxes (§3)
+# ---------------------------------------------------------------- driving-video boxes
 
 
 def driving_box(landmarks: Any, scale: float = DRIVING.scale, vx_ratio: float = DRIVING.vx_ratio,
@@ -283,7 +283,7 @@ def global_box(boxes: Any) -> np.ndarray:
 
 
 def box_to_matrix(box: Sequence[float], dsize: int = CROP_SIZE) -> np.ndarray:
-    """M_o2c [3,3] float32 of an unrotated box crop, with the reference's arithmetic (§3.4)."""
+    """M_o2c [3,3] float32 of an unrotated box crop, with the reference's arithmetic."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if not x1 - x0 > 0:
         raise InputError(f"box: [x0,y0,x1,y1] = {[x0, y0, x1, y1]} has no width.")

@@ -1,6 +1,6 @@
 """LivePortrait's 203-point landmark model (`landmark.onnx`, 224² input) and detector guides.
 
-CROP_AND_PASTE.md §1.3: the face is cropped with `crop_image(img, guide, dsize=224, scale=1.5,
+The face is cropped with `crop_image(img, guide, dsize=224, scale=1.5,
 vy_ratio=-0.1)` (rotation on), fed as RGB float32/255 NCHW to input `'input'`, and output #2
 (`[1,406]`, crop units 0..1) ×224 is mapped back to image pixels with the crop's M_c2o.
 

@@ -1,4 +1,4 @@
-"""Paste-back of animated face crops into the original frames (CROP_AND_PASTE.md §4).
+"""Paste-back of animated face crops into the original frames (docs/ARCHITECTURE.md, Face crops).
 
 Boundary: frames and crops are RGB uint8 numpy arrays (other inputs go through
 `images.to_rgb_u8`); warps are OpenCV's, as the reference, so the default path reproduces the

@@ -1,6 +1,6 @@
 """From user frames to `FaceCrops`: detect, track, landmark and crop every selected face.
 
-`crop_faces` follows the reference (CROP_AND_PASTE.md §2.5, §3) and adds face selection,
+`crop_faces` follows the reference (docs/ARCHITECTURE.md, Face crops) and adds face selection,
 several faces per frame (items = frame × face, tagged with a tracked face id), box smoothing
 and robustness to frames without a face.
 """
@@ -221,7 +221,7 @@ def concat_crops(parts: Sequence[FaceCrops]) -> FaceCrops:
 
 def _matrices(track: FaceTrack, n_frames: int, purpose, p: CropPreset, rotate: bool,
               smooth: float, crop_size: int) -> np.ndarray:
-    """M_o2c [F,3,3] float32 of one tracked face (the reference's arithmetic, CROP_AND_PASTE §2–3)."""
+    """M_o2c [F,3,3] float32 of one tracked face (the reference's arithmetic)."""
     lmk = track.landmarks
     if purpose == "driving":  # one unrotated box: mean of the per-frame boxes
         return np.repeat(driving_matrix(lmk, crop_size, p.scale, p.vx_ratio, p.vy_ratio)[None], n_frames, 0)

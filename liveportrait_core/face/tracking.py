@@ -1,6 +1,6 @@
 """Faces through the frames of a video: detect once, then follow each face with landmarks.
 
-Reference behaviour (CROP_AND_PASTE.md §2.5, §3): detect on the first frame that has a face,
+Reference behaviour (docs/ARCHITECTURE.md, Face crops): detect on the first frame that has a face,
 then track with the 203-point model (`run(frame, previous 203 points)`), no re-detection.
 
 Additions:

@@ -1,4 +1,4 @@
-"""Shared building blocks of the LivePortrait networks (ARCHITECTURE.md §1).
+"""Shared building blocks of the LivePortrait networks (docs/ARCHITECTURE.md, Networks).
 
 All blocks are inference-only: batch norms always use their running statistics and
 spectral-normalised convs always use the eval-mode weight, whatever `module.training` says, so a

@@ -102,7 +102,7 @@ def order_faces(faces: Sequence[DetectedFace], order: str = "large-small") -> Li
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> List[int]:
-    """Greedy NMS with the `+1` pixel area convention (CROP_AND_PASTE.md §1.1 step 4).
+    """Greedy NMS with the `+1` pixel area convention.
 
     boxes [N,4] x0,y0,x1,y1; scores [N]. Returns kept indices, best score first.
     """
