@@ -1,7 +1,6 @@
 """Face nodes: crop faces (IMAGE → LP_FACES + 256² crops) and paste animated crops back."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
@@ -76,8 +75,12 @@ class LivePortraitCropFace(io.ComfyNode):
         from ..liveportrait_core.face.pipeline import crop_faces
 
         frames = image_to_u8(image, "image")
-        if face_landmarks is not None:
-            detector = MediaPipeFaces(face_landmarks, frames)
+        if face_landmarks is not None:  # ComfyUI's FACE_LANDMARKS: {"frames": [[face, …] per frame], …}
+            from ..liveportrait_core.face.detectors.mediapipe import MediaPipeFaces
+
+            per_frame = face_landmarks.get("frames") if isinstance(face_landmarks, dict) else None
+            detector = MediaPipeFaces(per_frame, frames.shape[0], frames.shape[1:3],
+                                      what="LivePortraitCropFace: face_landmarks")
         if purpose != "none" and detector is None:
             raise InputError("LivePortraitCropFace: connect a 'detector' (LivePortrait Face Detector) or "
                              "'face_landmarks' (MediaPipe Face Landmarker), or set purpose to 'none' when the "
@@ -111,49 +114,6 @@ def landmark_runner(models):
         _LANDMARK_RUNNERS.clear()
         _LANDMARK_RUNNERS[key] = LandmarkRunner(path, device=device)
     return _LANDMARK_RUNNERS[key]
-
-
-class MediaPipeFaces:
-    """A FaceDetector view of ComfyUI core FACE_LANDMARKS (MediaPipe Face Landmarker output).
-
-    FACE_LANDMARKS = {"frames": [[face_dict, …] per frame], "image_size": (H, W), …}; each
-    face_dict has bbox_xyxy, score and landmarks_xy (478 MediaPipe points). Frames are found by
-    their pixels (the detector is called with the same frames), so no frame order is assumed.
-    """
-
-    name = "mediapipe"
-    # MediaPipe face-mesh indices: eye corners (image-left eye, image-right eye), nose tip, mouth corners
-    _EYE_L, _EYE_R, _NOSE, _MOUTH = (33, 133), (362, 263), 1, (61, 291)
-
-    def __init__(self, face_landmarks: dict, frames: np.ndarray):
-        from ..liveportrait_core.errors import InputError
-
-        per_frame = face_landmarks.get("frames") if isinstance(face_landmarks, dict) else None
-        if per_frame is None or len(per_frame) != frames.shape[0]:
-            n = "?" if per_frame is None else len(per_frame)
-            raise InputError(f"LivePortraitCropFace: face_landmarks has {n} frames but image has {frames.shape[0]}; "
-                             "run the MediaPipe Face Landmarker on the same IMAGE.")
-        h, w = frames.shape[1:3]
-        self._by_frame = {hashlib.blake2b(f.tobytes(), digest_size=16).digest(): [self._face(d, w, h) for d in faces]
-                          for f, faces in zip(frames, per_frame)}
-
-    @classmethod
-    def _face(cls, d: dict, w: int, h: int):
-        from ..liveportrait_core.face.detectors import DetectedFace
-
-        pts = np.asarray(d["landmarks_xy"], np.float32).reshape(-1, 2)
-        if pts.size and float(np.abs(pts).max()) <= 1.5:  # normalised coordinates
-            pts = pts * np.array([w, h], np.float32)
-        box = np.asarray(d.get("bbox_xyxy", [*pts.min(0), *pts.max(0)]), np.float32).reshape(4)
-        points5 = None
-        if pts.shape[0] >= 292:
-            points5 = np.stack([pts[list(cls._EYE_L)].mean(0), pts[list(cls._EYE_R)].mean(0), pts[cls._NOSE],
-                                pts[cls._MOUTH[0]], pts[cls._MOUTH[1]]]).astype(np.float32)
-        return DetectedFace(box=box, score=float(d.get("score", 1.0)), points5=points5)
-
-    def detect(self, image_rgb_u8: np.ndarray, name: str = "image"):
-        key = hashlib.blake2b(np.ascontiguousarray(image_rgb_u8).tobytes(), digest_size=16).digest()
-        return list(self._by_frame.get(key, []))
 
 
 def paste_plan(faces, n_crops: int, keypoints=None) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,8 @@
 
 A detector is any object with `detect(image_rgb_u8 [H,W,3] uint8) -> list[DetectedFace]`
 and a `name`. Boxes and points are in the pixel coordinates of the image that was passed in.
+A detector whose faces are known per frame in advance (mediapipe.py) also has
+`detect_frame(index, frame)`; the tracker then asks it by frame index.
 """
 from __future__ import annotations
 
