@@ -27,6 +27,7 @@ from .compose import ComposeOptions, compose
 from .errors import InputError, MotionFileError, VideoError
 from .extract import extract_motion
 from .face.crops import FaceCrops
+from .progress import CancelFn
 from .render import Animator
 from .templates import is_template_path
 NOTE = Callable[[str], None]
@@ -266,10 +267,12 @@ def check_output_path(output: str) -> None:
 
 
 def animate_files(source: str, driving: str, output: str, models, run: RunOptions,
-                  note: NOTE = print, progress_factory=None, cancel: Optional[Callable[[], bool]] = None) -> str:
+                  note: NOTE = print, progress_factory=None, cancel: Optional[CancelFn] = None) -> str:
     """Animate `source` with `driving` and write `output` (see module doc). Returns `output`.
 
     progress_factory(total, desc) → callable(done, total) (e.g. a tqdm adapter) or None.
+    cancel: the check of progress.py, polled between rendered frames (the CLI stops on Ctrl-C
+    instead; either way the output is not written and the process state is restored).
     """
     check_output_path(output)
     s_kind, d_kind = input_kind(source, "source"), input_kind(driving, "driving")
