@@ -315,7 +315,7 @@ def test_mediapipe_faces_are_matched_by_frame_index_not_pixels():
     track = track_faces(list(frames), det, None)[0]
     centres = track.landmarks.mean(axis=1)[:, 0]
     assert centres[0] < centres[1] < centres[2] and track.found.all()  # each frame its own face
-    with pytest.raises(InputError, match="3 frames but the image has 2"):
+    with pytest.raises(InputError, match="3 frames but image has 2"):
         MediaPipeFaces(per_frame, 2, (120, 160))
     with pytest.raises(InputError, match="frame index"):
         det.detect(frames[0])

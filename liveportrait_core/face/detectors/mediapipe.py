@@ -49,7 +49,7 @@ class MediaPipeFaces:
                  what: str = "face_landmarks"):
         if per_frame is None or len(per_frame) != n_frames:
             n = "?" if per_frame is None else len(per_frame)
-            raise InputError(f"{what} has {n} frames but the image has {n_frames}; run the MediaPipe Face "
+            raise InputError(f"{what} has {n} frames but image has {n_frames}; run the MediaPipe Face "
                              "Landmarker on the same IMAGE.")
         self._faces: List[List[DetectedFace]] = [[mesh_face(d, size) for d in faces] for faces in per_frame]
 
