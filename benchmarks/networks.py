@@ -9,7 +9,7 @@ shared, oversubscribed machine the wall time inflates while this stays roughly p
 Run: `.venv/bin/python benchmarks/networks.py` (defaults: 2 threads, float32 + bfloat16,
 batch 1 and 4). Example: `--nets W G --dtypes float32 --batches 1 --repeat 3`.
 `--dtypes nnpack` times the 'fast' float32 copy of CPUs without native bf16 (BatchNorm folded,
-NNPACK Winograd / FFT convolutions; fast.prepare_network).
+NNPACK Winograd / FFT convolutions; accel/derive.py).
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def main() -> None:
             model.to(dt)
             net = model
             if dname == "nnpack":
-                from liveportrait_core.fast import prepare_network
+                from liveportrait_core.accel.derive import prepare_network
 
                 net = prepare_network(model, torch.float32, memory_channels_last=False, nnpack=True)
             for b in a.batches:

@@ -6,7 +6,7 @@ chunk), each configuration runs in its own subprocess and reports its peak RSS d
 (VmHWM after resetting it through /proc/self/clear_refs; resource.getrusage's lifetime peak
 where that is unavailable) and the growth over the RSS it had after loading the networks.
 'stream' is the pipeline (`animate.source_crops`, `animate.driving_motion`); 'whole' is the
-former path (vio.read_frames + crop_faces on all frames). Rendering is left out (about 13 s per
+former path (all frames read into one array + crop_faces on all of them). Rendering is left out (about 13 s per
 frame on this CPU): with streaming it holds one batch of source frames for paste-back.
 
 Input: the first N frames of ../shared/data/source/s18.mp4 (1280×720), else of the 6-frame test
@@ -75,12 +75,12 @@ def _child(kind: str, impl: str, video: str, weights: str) -> dict:
     if kind == "source" and impl == "stream":
         crops, _, frames = animate.source_crops(video, "video", tools, run)
     elif kind == "source":  # former path: all frames read, cropped at once, kept for paste-back
-        frames, _ = vio.read_frames(video)
+        frames = np.stack(list(vio.iter_frames(video)))
         crops = crop_faces(frames, tools.detector, tools.runner, purpose="source", name="source")
     elif impl == "stream":
         crops = animate.driving_motion(video, "video", models, tools, run, note=lambda m: None)
     else:
-        frames, fps = vio.read_frames(video)
+        frames, fps = np.stack(list(vio.iter_frames(video))), vio.probe(video).fps
         crops = extract_motion(models, crop_faces(frames, tools.detector, tools.runner, purpose="driving",
                                                   name="driving"), fps, run.batch_size)
     return {"n": len(crops), "base_mb": base, "peak_mb": _peak_mb(reset), "s": time.perf_counter() - t}
@@ -93,7 +93,9 @@ def _make_video(path: str, n: int) -> str:
     frames = []
     while len(frames) < n:  # loop a short clip
         frames += list(vio.iter_frames(clip, n - len(frames)))
-    return vio.write_video(path, frames, fps=25)
+    with vio.VideoWriter(path, 25) as w:
+        w.write(np.stack(frames))
+    return path
 
 
 def main() -> None:

@@ -27,9 +27,11 @@ from .compose import ComposeOptions, compose
 from .errors import InputError, MotionFileError, VideoError
 from .extract import extract_motion
 from .face.crops import FaceCrops
+from .progress import CancelFn
 from .render import Animator
 
-TEMPLATE_EXTS = (".pkl", ".pickle", ".safetensors")
+from .templates import is_template_path
+
 SEQUENCE_EXTS = (".json",)  # keyframe sequences (`editing.keyframes`, canonical name *.keyframes.json)
 NOTE = Callable[[str], None]
 STREAM_CHUNK = 16  # source / driving frames decoded + cropped at a time (see stream_chunk): 16 × 6 MiB at 1080p
@@ -71,7 +73,7 @@ def input_kind(path: str, what: str) -> str:
     low = path.lower()
     if os.path.isdir(path):
         return "video"
-    if low.endswith(TEMPLATE_EXTS):
+    if is_template_path(path):
         return "template"
     if low.endswith(SEQUENCE_EXTS):
         return "keyframes"
@@ -281,10 +283,12 @@ def check_output_path(output: str) -> None:
 
 
 def animate_files(source: str, driving: str, output: str, models, run: RunOptions,
-                  note: NOTE = print, progress_factory=None, cancel: Optional[Callable[[], bool]] = None) -> str:
+                  note: NOTE = print, progress_factory=None, cancel: Optional[CancelFn] = None) -> str:
     """Animate `source` with `driving` and write `output` (see module doc). Returns `output`.
 
     progress_factory(total, desc) → callable(done, total) (e.g. a tqdm adapter) or None.
+    cancel: the check of progress.py, polled between rendered frames (the CLI stops on Ctrl-C
+    instead; either way the output is not written and the process state is restored).
     """
     check_output_path(output)
     s_kind, d_kind = input_kind(source, "source"), input_kind(driving, "driving")
@@ -358,8 +362,7 @@ def extract_motion_file(driving: str, output: str, models, run: RunOptions, note
     """Driving video / image / folder → motion template at `output` (.pkl or .lpmotion.safetensors)."""
     from .templates import save_motion
 
-    low = output.lower()
-    if not low.endswith((".pkl", ".safetensors")):
+    if not is_template_path(output):
         raise MotionFileError(f"output '{output}': use a .pkl (reference template) or .lpmotion.safetensors name.")
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):

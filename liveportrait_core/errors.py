@@ -1,6 +1,15 @@
 """User-facing errors: one clear message naming the input and what to do."""
 
 
+def short_reason(e: BaseException) -> str:
+    """The first sentence of `e`'s message (the cause, not a library's advice), at most 200
+    characters; the exception's class name when it has no message. For wrapping a library's
+    error into one of ours."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = msg.split(". ")[0]
+    return msg if len(msg) < 200 else msg[:197] + "..."
+
+
 class LivePortraitError(ValueError):
     """Base class of every error a user can fix (bad file, missing weights, no face…).
 

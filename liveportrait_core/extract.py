@@ -5,19 +5,20 @@ Shared by the CLI and the ComfyUI ExtractMotion node, for source and driving sid
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from .errors import InputError
 from .face.crops import FaceCrops
-from .render import Cancelled, crops_to_input
+from .images import crops_to_input
+from .progress import CancelFn, ProgressFn, check_cancel
 
 
 @torch.inference_mode()
 def run_motion_extractor(models, crops, batch_size: int = 8,
-                         progress: Optional[Callable[[int, int], None]] = None,
-                         cancel: Optional[Callable[[], bool]] = None) -> Dict[str, torch.Tensor]:
+                         progress: Optional[ProgressFn] = None,
+                         cancel: Optional[CancelFn] = None) -> Dict[str, torch.Tensor]:
     """Raw M outputs for RGB crops `[N,256,256,3]` (uint8 or float 0..1), concatenated on dim 0.
 
     Returns the MotionExtractor dict (pitch/yaw/roll `[N,66]`, t `[N,3]`, exp `[N,63]`,
@@ -32,8 +33,7 @@ def run_motion_extractor(models, crops, batch_size: int = 8,
     parts: List[Dict[str, torch.Tensor]] = []
     bs = max(1, int(batch_size))
     for i in range(0, x.shape[0], bs):
-        if cancel is not None and cancel():
-            raise Cancelled("Motion extraction cancelled.")
+        check_cancel(cancel, "Motion extraction")
         out = net(x[i:i + bs].to(device, next(net.parameters()).dtype))
         parts.append({k: v.float().cpu() for k, v in out.items()})
         if progress is not None:
@@ -43,8 +43,8 @@ def run_motion_extractor(models, crops, batch_size: int = 8,
 
 def extract_motion(models, crops, fps: float = 25.0, batch_size: int = 8,
                    eye_ratio: Optional[torch.Tensor] = None, lip_ratio: Optional[torch.Tensor] = None,
-                   progress: Optional[Callable[[int, int], None]] = None,
-                   cancel: Optional[Callable[[], bool]] = None):
+                   progress: Optional[ProgressFn] = None,
+                   cancel: Optional[CancelFn] = None):
     """`Motion` of N face crops.
 
     crops: `FaceCrops` (its 203-point landmarks, when present, give the eye/lip ratios and its
@@ -67,7 +67,5 @@ def extract_motion(models, crops, fps: float = 25.0, batch_size: int = 8,
     lip = None if lip_ratio is None else torch.as_tensor(lip_ratio, dtype=torch.float32).reshape(n, 1)
     motion = Motion.from_extractor(raw, eye_ratio=eye, lip_ratio=lip, fps=float(fps))
     if isinstance(crops, FaceCrops):
-        fields = {f.name for f in dataclasses.fields(motion)}
-        extra = {k: getattr(crops, k).clone() for k in ("frame_index", "face_id") if k in fields}
-        motion = dataclasses.replace(motion, **extra)
+        motion = dataclasses.replace(motion, frame_index=crops.frame_index.clone(), face_id=crops.face_id.clone())
     return motion

@@ -14,9 +14,9 @@ import logging
 import os
 from typing import Callable
 
-from .errors import WeightsError
+from .errors import WeightsError, short_reason
 from .models import BASE_NETWORKS
-from .weights import LANDMARK_FILE, STITCHING_FILE, _short, locate_weights
+from .weights import LANDMARK_FILE, STITCHING_FILE, locate_weights
 
 log = logging.getLogger("liveportrait")
 
@@ -116,7 +116,7 @@ def download_models(folder: str, layout: str = "safetensors", progress: bool = T
     except Exception as e:  # offline, HTTP error, disk full, …: one actionable message
         left = [f for f in todo if f not in done]
         raise WeightsError(f"Could not download LivePortrait weights from huggingface.co/{repo} "
-                           f"({type(e).__name__}: {_short(e)}). "
+                           f"({type(e).__name__}: {short_reason(e)}). "
                            + _manual_instructions(repo, left, folder)) from None
     finally:
         if not progress and not was_disabled:

@@ -4,7 +4,6 @@ Build it with `liveportrait_core.weights.load_models(path, device, dtype)`.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -23,7 +22,7 @@ BASE_NETWORKS = ("appearance_feature_extractor", "motion_extractor", "warping_mo
 #   the angles, bfloat16 (7-bit) ~0.4°, and keypoints/expression get 1e-3…1e-2 relative error,
 #   which shows as frame-to-frame jitter of the animated face. Its 23 layer norms and GRNs would
 #   be upcast to float32 anyway (a GRN sum of squares over 64×64 positions overflows float16's
-#   65504), and M costs ~1.5 % of a frame (80 ms of ~6 s on CPU): float32 is nearly free.
+#   65504), and M costs a small fraction of a frame (benchmarks/networks.py): float32 is nearly free.
 # - stitching_retargeting: 0.2 M parameters; its outputs are keypoint deltas added to float32
 #   keypoints, so low precision would only add noise for no speed gain.
 # - spectral norm of the SPADE generator: σ = uᵀ·(W_orig·v) sums up to 4608 products and divides
@@ -40,46 +39,6 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def network_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
     """The dtype network `name` is kept in when the models are asked for `dtype`."""
     return torch.float32 if name in FLOAT32_NETWORKS else dtype
-
-
-def _cast_inputs(module: nn.Module, args: tuple, kwargs: dict):
-    """Forward pre-hook. The data input (first argument of forward: image, feature volume, MLP
-    input) goes to the network's device and dtype, so callers may pass float32 to a float16
-    network (or float16 to a float32 one). Other tensors (keypoints) only change device: the
-    warping module computes its geometry in float32 and must get float32 keypoints."""
-    p = next(module.parameters(), None)
-    if p is None:
-        return None
-
-    def cast(v, data: bool):
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.to(device=p.device, dtype=p.dtype) if data else v.to(device=p.device)
-        return v
-
-    data_kw = getattr(module, "_lp_data_arg", None)
-    args = tuple(cast(a, i == 0) for i, a in enumerate(args))
-    kwargs = {k: cast(v, not args and k == data_kw) for k, v in kwargs.items()}
-    return args, kwargs
-
-
-def _data_arg(module: nn.Module) -> str | None:
-    params = list(inspect.signature(type(module).forward).parameters)
-    return params[1] if len(params) > 1 else None  # params[0] is self
-
-
-def prepare_network(module: nn.Module) -> nn.Module:
-    """Inference setup: eval mode, no gradients, input-casting hook (idempotent)."""
-    module.eval()
-    module.requires_grad_(False)
-    # A module without its own forward (StitchingRetargeting: .stitching/.eye/.lip) is used
-    # through its children, so those get the hook instead.
-    own_forward = type(module).forward is not nn.Module.forward
-    for m in (module,) if own_forward else tuple(module.children()):
-        if not getattr(m, "_lp_cast_hook", False):
-            m._lp_data_arg = _data_arg(m)
-            m.register_forward_pre_hook(_cast_inputs, with_kwargs=True)
-            m._lp_cast_hook = True
-    return module
 
 
 @dataclass
@@ -115,6 +74,10 @@ class LivePortraitModels:
     source: str
     files: dict[str, str] = field(default_factory=dict)
     variant: str = "human"
+    # Derived inference copies of F, W, G (accel.prepare_networks), kept with the weights they
+    # were made from: key (precision, device, compute dtype) → {"F", "W", "G"}. Dropped when the
+    # weights' dtype changes (`to(dtype=…)`) or by accel.release_prepared.
+    prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
     def networks(self) -> Iterator[tuple[str, nn.Module]]:
         """(name, module) for every loaded network (stitching only when present)."""
@@ -130,6 +93,8 @@ class LivePortraitModels:
             raise ValueError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
         device = torch.device(device) if device is not None else self.device
         dtype = dtype if dtype is not None else self.dtype
+        if dtype != self.dtype:
+            self.prepared.clear()  # derived from the weights before they were re-rounded
         for name, module in self.networks():
             module.to(device=device, dtype=network_dtype(name, dtype))
         self.device, self.dtype = device, dtype

@@ -1,7 +1,7 @@
 """`Motion`: LivePortrait's per-frame keypoint parameters, batched over items (frames × faces).
 
 Plain, editable data: every field is a CPU float32 tensor with items on dim 0.
-Builders follow ARCHITECTURE.md §3.1–3.3 and §8 (bins → degrees → rotation, keypoint
+Builders follow docs/MOTION.md, Keypoints and pose (bins → degrees → rotation, keypoint
 transform, eye/lip open ratios); the float32 operation order is the reference's so that
 results match its fixtures bit for bit where possible.
 """
@@ -19,7 +19,7 @@ from .errors import InputError
 NUM_KP = 21
 NUM_BINS = 66
 
-# Keypoint index sets and constants of the pipeline (ARCHITECTURE.md §9.3).
+# Keypoint index sets and constants of the pipeline.
 EYE_KPS = [11, 13, 15, 16, 18]
 LIP_KPS = [6, 12, 14, 17, 19, 20]
 
@@ -42,7 +42,7 @@ LIP_ARRAY = torch.tensor([
 
 def _exp_set_mask() -> torch.Tensor:
     """[21,3] bool: expression components replaced in absolute mode (regions all/exp) and
-    always for video sources (§9.3 EXP-SET)."""
+    always for video sources (EXP-SET)."""
     m = torch.zeros(NUM_KP, 3, dtype=torch.bool)
     m[[1, 2, 6, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]] = True
     m[3:5, 1] = True
@@ -81,7 +81,7 @@ def _f32(x, name: str = "value") -> torch.Tensor:
 
 
 def degrees_from_bins(logits: torch.Tensor) -> torch.Tensor:
-    """Pose-bin logits [N,66] → degrees [N] float32: `3·Σ softmax(logits)_i·i − 97.5` (§3.1).
+    """Pose-bin logits [N,66] → degrees [N] float32: `3·Σ softmax(logits)_i·i − 97.5`.
 
     A tensor that is already in degrees ([N] or [N,1]) is returned as [N] unchanged, like the
     reference's helper.
@@ -95,7 +95,7 @@ def degrees_from_bins(logits: torch.Tensor) -> torch.Tensor:
 
 
 def rotation_from_degrees(pitch, yaw, roll) -> torch.Tensor:
-    """Degrees [N] (or [N,1]) → rotation [N,3,3] float32, `R = (Rz·Ry·Rx)ᵀ` (§3.2).
+    """Degrees [N] (or [N,1]) → rotation [N,3,3] float32, `R = (Rz·Ry·Rx)ᵀ`.
 
     Keypoints are row vectors multiplied on the right: `kp @ R`.
     """
@@ -110,7 +110,7 @@ def rotation_from_degrees(pitch, yaw, roll) -> torch.Tensor:
 
 
 def degrees_from_rotation(R) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rotation [N,3,3] (row-vector convention of §3.2) → (pitch, yaw, roll) [N] float32 degrees.
+    """Rotation [N,3,3] (row-vector convention, docs/MOTION.md) → (pitch, yaw, roll) [N] float32 degrees.
 
     Inverse of `rotation_from_degrees` for |yaw| < 90° (computed in float64). Templates store
     only R; these angles are informative, R stays the authoritative value.
@@ -125,7 +125,7 @@ def degrees_from_rotation(R) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def transform_keypoint(kp: torch.Tensor, R: torch.Tensor, exp: torch.Tensor, scale: torch.Tensor,
                        t: torch.Tensor) -> torch.Tensor:
-    """Paper Eq. 2 (§3.3): `x = s·(kp @ R + exp)`, then `+ (tx, ty)`; tz is ignored.
+    """Paper Eq. 2 (docs/MOTION.md): `x = s·(kp @ R + exp)`, then `+ (tx, ty)`; tz is ignored.
 
     kp, exp [N,21,3]; R [N,3,3]; scale [N,1]; t [N,3] → [N,21,3] float32.
     """
@@ -136,7 +136,7 @@ def transform_keypoint(kp: torch.Tensor, R: torch.Tensor, exp: torch.Tensor, sca
 
 
 def eye_lip_ratios(landmarks) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eye and lip open ratios from 203-point landmarks (§8).
+    """Eye and lip open ratios from 203-point landmarks (docs/MOTION.md).
 
     landmarks: [N,203,2] (or [203,2]) pixels, any scale/rotation (the ratios are invariant).
     Returns (eye [N,2] float32 [left, right], lip [N,1] float32), computed in float32 as the
@@ -219,7 +219,7 @@ class Motion:
     def from_extractor(cls, raw: Mapping[str, torch.Tensor], eye_ratio=None, lip_ratio=None,
                        fps: float = 25.0) -> "Motion":
         """From MotionExtractor's raw dict (pitch/yaw/roll [B,66] logits or degrees, t [B,3],
-        exp [B,63], scale [B,1], kp [B,63]); ratios [B,2] / [B,1] or None (§3.1–3.2)."""
+        exp [B,63], scale [B,1], kp [B,63]); ratios [B,2] / [B,1] or None."""
         missing = [k for k in ("pitch", "yaw", "roll", "t", "exp", "scale", "kp") if k not in raw]
         if missing:
             raise InputError(f"motion extractor output lacks {missing}; expected the MotionExtractor dict.")
@@ -233,7 +233,7 @@ class Motion:
     @classmethod
     def from_degrees(cls, pitch, yaw, roll, exp, t, scale, kp=None, eye_ratio=None, lip_ratio=None,
                      fps: float = 25.0, face_id=None, frame_index=None) -> "Motion":
-        """Build from degrees (R computed per §3.2). Array-likes are converted to float32."""
+        """Build from degrees (R as in docs/MOTION.md). Array-likes are converted to float32."""
         pitch, yaw, roll = (_f32(a).reshape(-1) for a in (pitch, yaw, roll))
         m = cls(pitch=pitch, yaw=yaw, roll=roll, R=rotation_from_degrees(pitch, yaw, roll),
                 **_common(exp, t, scale, kp, eye_ratio, lip_ratio, face_id, frame_index), fps=float(fps))

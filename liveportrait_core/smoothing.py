@@ -1,4 +1,4 @@
-"""Kalman RTS smoothing of per-frame keypoint targets (ARCHITECTURE.md §10).
+"""Kalman RTS smoothing of per-frame keypoint targets (docs/MOTION.md).
 
 The reference smooths with an identity-model Kalman filter + Rauch–Tung–Striebel smoother whose
 matrices are all multiples of I, so every value is smoothed independently by one scalar

@@ -1,6 +1,6 @@
 """Motion files: the reference tool's `.pkl` templates and our own pickle-free format.
 
-* `.pkl` (ARCHITECTURE.md §11): read through a restricted unpickler that admits only the numpy
+* `.pkl` (the reference tool's template layout): read through a restricted unpickler that admits only the numpy
   globals arrays and numbers are rebuilt from (`multiarray._reconstruct` / `.scalar` under
   `numpy.core` or `numpy._core`, `numpy.ndarray`, `numpy.dtype` — object dtypes refused); any
   other global is refused before anything runs. Both layouts are read: rotation `R` or `R_d`, ratio lists
@@ -33,8 +33,18 @@ import torch
 from .errors import LivePortraitError, MotionFileError
 from .motion import NUM_KP, Motion
 
-MOTION_EXTENSION = ".lpmotion.safetensors"
+MOTION_EXTENSION = ".lpmotion.safetensors"  # our format's name; any *.safetensors is read/written as ours
 PICKLE_EXTENSION = ".pkl"
+PICKLE_EXTENSIONS = (PICKLE_EXTENSION, ".pickle")  # the reference tool's templates
+# Every name load_motion / save_motion take (a driving input with one of these is a template) …
+TEMPLATE_EXTENSIONS = PICKLE_EXTENSIONS + (".safetensors",)
+# … and the names offered in file lists: a bare .safetensors file there is most likely weights.
+LISTED_EXTENSIONS = PICKLE_EXTENSIONS + (MOTION_EXTENSION,)
+
+
+def is_template_path(path: str) -> bool:
+    """Does `path` name a motion template (by its extension, `TEMPLATE_EXTENSIONS`)?"""
+    return os.fspath(path).lower().endswith(TEMPLATE_EXTENSIONS)
 _FORMAT_KEY = "liveportrait_motion"
 _FORMAT_VERSION = 2  # newest version read; 1 = no editing fields
 _MAX_BYTES = 1 << 30
@@ -124,7 +134,7 @@ def _int(value: Any, what: str, path: str) -> int:
 
 
 def _from_template(d: Any, path: str) -> Motion:
-    """Template dict (§11 layout, old or current key names) → Motion (degrees derived from R)."""
+    """Template dict (reference layout, old or current key names) → Motion (degrees derived from R)."""
     if not isinstance(d, dict) or not isinstance(d.get("motion"), (list, tuple)):
         raise MotionFileError(f"{path}: not a LivePortrait motion template (no 'motion' list of frames).")
     frames = list(d["motion"])
@@ -320,7 +330,7 @@ def save_motion(motion: Motion, path: str) -> str:
         motion.validate("motion to save")
     except LivePortraitError as e:
         raise MotionFileError(str(e)) from None
-    if low.endswith((".pkl", ".pickle")):
+    if low.endswith(PICKLE_EXTENSIONS):
         _single_face(motion, path)
         dropped = [k for k in ("anchor",) + _EDIT_FIELDS if getattr(motion, k) is not None]
         if dropped:

@@ -13,11 +13,12 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from .errors import VideoError
+from .images import batch_to_u8, to_rgb_u8
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -28,15 +29,6 @@ def _ext(path: str) -> str:
     return os.path.splitext(str(path))[1].lower()
 
 
-def is_image_file(path: str) -> bool:
-    return _ext(path) in IMAGE_EXTS and os.path.isfile(path)
-
-
-def is_video_path(path: str) -> bool:
-    """True for a video file or a folder of images (an image sequence)."""
-    return (os.path.isfile(path) and _ext(path) in VIDEO_EXTS) or os.path.isdir(path)
-
-
 def _natural_key(name: str):
     return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", name)]
 
@@ -45,26 +37,6 @@ def sequence_files(folder: str) -> List[str]:
     """Image files of a folder in natural order (frame2 before frame10)."""
     names = [n for n in os.listdir(folder) if _ext(n) in IMAGE_EXTS and not n.startswith(".")]
     return [os.path.join(folder, n) for n in sorted(names, key=_natural_key)]
-
-
-def _to_rgb(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        if img.dtype == np.uint16:
-            img = (img >> 8).astype(np.uint8)
-        elif np.issubdtype(img.dtype, np.floating):
-            img = (np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
-        else:
-            img = np.clip(img, 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"unsupported image shape {img.shape}")
-    return np.ascontiguousarray(img)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -78,7 +50,7 @@ def read_image(path: str) -> np.ndarray:
         img = iio.imread(path)
         if img.ndim == 4:  # animated formats: first frame
             img = img[0]
-        img = _to_rgb(img)
+        img = to_rgb_u8(img, path, min_size=1)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
         raise VideoError(f"Cannot read image '{path}': it is corrupted or not an image ({exc}).") from None
     if img.shape[0] == 0 or img.shape[1] == 0:
@@ -181,19 +153,10 @@ def iter_frames(path: str, max_frames: Optional[int] = None) -> Iterator[np.ndar
         raise VideoError(f"Video '{path}' has no frames that can be decoded.")
 
 
-def read_frames(path: str, max_frames: Optional[int] = None) -> Tuple[np.ndarray, float]:
-    """All frames `[N,H,W,3]` uint8 RGB and the fps (25 for images and image folders)."""
-    info = probe(path)
-    frames = list(iter_frames(path, max_frames))
-    if not frames:
-        raise VideoError(f"'{path}' has no frames.")
-    return np.stack(frames), info.fps
-
-
 def iter_chunks(path: str, size: int, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
     """Frames `[B,H,W,3]` uint8 RGB, B = `size` (the last chunk may be shorter), streamed:
     each chunk is decoded straight into its own array (no list + stack copy). Raises
-    VideoError like `read_frames` (also for no frames at all)."""
+    VideoError like `iter_frames` (also for no frames at all)."""
     size = max(1, int(size))
     buf: Optional[np.ndarray] = None
     k = n = 0
@@ -299,28 +262,6 @@ def _check_output_folder(path: str) -> None:
         raise VideoError(f"Output folder '{folder}' is not writable.")
 
 
-def frames_to_uint8(frames) -> np.ndarray:
-    """`[B,H,W,3]` uint8 array, from uint8 arrays/tensors or float 0..1 arrays/tensors (truncation)."""
-    try:
-        import torch
-
-        if isinstance(frames, torch.Tensor):
-            frames = frames.detach().cpu()
-            if frames.dtype != torch.uint8:
-                frames = (frames.float().clamp(0, 1) * 255.0).to(torch.uint8)
-            frames = frames.numpy()
-    except ImportError:  # pragma: no cover - torch is a hard dependency of the package
-        pass
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        frames = (np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
-    if frames.ndim == 3:
-        frames = frames[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise VideoError(f"frames must be [B,H,W,3], got shape {tuple(frames.shape)}")
-    return frames
-
-
 class VideoWriter:
     """Stream frames into an H.264 mp4 (yuv420p, CRF 18 like the reference's writer).
 
@@ -385,7 +326,7 @@ class VideoWriter:
 
     def write(self, frames) -> None:
         """Append `[B,H,W,3]` (or one `[H,W,3]`) frames: uint8, or float in 0..1."""
-        arr = frames_to_uint8(frames)
+        arr = batch_to_u8(frames)
         h, w = arr.shape[1:3]
         if self._gen is None:
             self._start(h, w)
@@ -442,20 +383,9 @@ class VideoWriter:
             self.abort()
 
 
-def write_video(path: str, frames: Sequence, fps: float, audio_from: Optional[str] = None) -> str:
-    """Write `[N,H,W,3]` frames (or an iterable of `[B,H,W,3]` chunks) to an mp4 at `path`."""
-    with VideoWriter(path, fps, audio_from=audio_from) as w:
-        if isinstance(frames, np.ndarray) or hasattr(frames, "shape"):
-            w.write(frames)
-        else:
-            for chunk in frames:
-                w.write(chunk)
-    return path
-
-
 def write_image(path: str, image) -> str:
     """Write one RGB image (uint8 or float 0..1, `[H,W,3]` or `[1,H,W,3]`) via a temp file + rename."""
-    arr = frames_to_uint8(image)[0]
+    arr = batch_to_u8(image, "image")[0]
     _check_output_folder(path)
     ext = _ext(path)
     if ext not in IMAGE_EXTS:

@@ -23,15 +23,15 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from .errors import WeightsError
-from .models import (BASE_NETWORKS, SUPPORTED_DTYPES, LivePortraitModels, network_dtype,
-                     prepare_network)
+from .accel.half import inference_setup
+from .errors import WeightsError, short_reason
+from .models import BASE_NETWORKS, SUPPORTED_DTYPES, LivePortraitModels, network_dtype
 
 log = logging.getLogger("liveportrait")
 
 STITCHING_FILE = "stitching_retargeting_module"  # file stem, in both layouts
+LANDMARK_FILE = "landmark.onnx"  # the 203-point landmark model, found next to the weights
 SUBDICTS = ("retarget_shoulder", "retarget_mouth", "retarget_eye")
-LANDMARK_FILE = "landmark.onnx"
 EXTENSIONS = (".safetensors", ".pth")
 _MAX_LISTED = 5  # keys shown per category in an error message
 
@@ -140,19 +140,13 @@ def locate_weights(path: str) -> WeightFiles:
 
 # ------------------------------------------------------------------------------------ reading
 
-def _short(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    msg = msg.split(". ")[0]  # first sentence: the cause, not the library's advice
-    return msg if len(msg) < 200 else msg[:197] + "..."
-
-
 def read_weights_file(path: str) -> dict:
     """Read a `.safetensors` or `.pth` file into a dict on the CPU (tensors keep the file's
     dtype). Unreadable, truncated or unsafe files raise WeightsError naming the file."""
     try:
         size = os.path.getsize(path)
     except OSError as e:
-        raise WeightsError(f"Cannot open weights file {path}: {_short(e)}") from None
+        raise WeightsError(f"Cannot open weights file {path}: {short_reason(e)}") from None
     redo = f"Delete it and download it again (or copy a complete file to {path})."
     if size == 0:
         raise WeightsError(f"Weights file {path} is empty (0 bytes), probably an interrupted "
@@ -164,7 +158,7 @@ def read_weights_file(path: str) -> dict:
             return load_file(path, device="cpu")
         except Exception as e:  # safetensors raises its own error types for bad headers/sizes
             raise WeightsError(f"Weights file {path} ({size} bytes) is truncated or not a valid "
-                               f".safetensors file ({_short(e)}). {redo}") from None
+                               f".safetensors file ({short_reason(e)}). {redo}") from None
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -180,7 +174,7 @@ def read_weights_file(path: str) -> dict:
                 f"because that could run arbitrary code (only torch.load(weights_only=True) is "
                 f"used). Use the original LivePortrait .pth files or .safetensors files.") from None
         raise WeightsError(f"Weights file {path} ({size} bytes) is truncated or not a PyTorch "
-                           f"checkpoint ({_short(e)}). {redo}") from None
+                           f"checkpoint ({short_reason(e)}). {redo}") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"Weights file {path} holds a {type(obj).__name__}, not a state dict "
                            f"of named tensors; it is not a LivePortrait weights file.")
@@ -325,7 +319,7 @@ def load_network(name: str, path: str) -> nn.Module:
     module = _empty_network(name)
     module.load_state_dict(sd, strict=True)  # copies (and upcasts fp16/bf16 files) into float32
     del raw, sd
-    return prepare_network(module)
+    return inference_setup(module)
 
 
 def load_models(path: str, device: torch.device | str = "cpu",

@@ -1,17 +1,14 @@
 """LivePortraitAnimate: source faces + keypoint plan → animated 512² face crops (IMAGE)."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from . import comfy as C
 from . import memory
 from .comfy import io
 from .types import CATEGORY, LPFaces, LPKeypoints, LPModels
-
-
-def _cancel() -> bool:
-    C.check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
-    return False
 
 
 class LivePortraitAnimate(io.ComfyNode):
@@ -23,7 +20,7 @@ class LivePortraitAnimate(io.ComfyNode):
             category=CATEGORY,
             description=("Renders the animated face crops: warps the source appearance by the keypoint plan and "
                          "decodes 512×512 crops, batch by batch (progress and live preview on the node; Cancel "
-                         "stops within a frame). Upscale or restore the crops if you like, then paste them "
+                         "stops between frames). Upscale or restore the crops if you like, then paste them "
                          "back with LivePortrait Paste Back."),
             inputs=[
                 LPModels.Input("models", tooltip="From Load LivePortrait Models."),
@@ -63,13 +60,16 @@ class LivePortraitAnimate(io.ComfyNode):
             animator = Animator(models, precision=precision, batch_size=batch, device=C.compute_device())
             nets = None if precision == "exact" else animator.networks()
             memory.load_for_rendering(models, nets, batch, animator.dtype)
-            for chunk in animator.iter_render(keypoints.frames(done, n), source_faces, output="float",
-                                              cancel=_cancel):
-                if out is None:  # one preallocated output: peak memory = the result + one chunk
-                    out = torch.empty((n, *chunk.shape[1:]), dtype=torch.float32, device=C.intermediate_device())
-                out[done:done + chunk.shape[0]] = chunk
-                done += chunk.shape[0]
-                prog.update(chunk.shape[0], preview=chunk)
+            # closed at once on any error (not when garbage-collected): the render's scopes end there
+            with contextlib.closing(animator.iter_render(keypoints.frames(done, n), source_faces, output="float",
+                                                         cancel=C.check_interrupt)) as chunks:
+                for chunk in chunks:
+                    if out is None:  # one preallocated output: peak memory = the result + one chunk
+                        out = torch.empty((n, *chunk.shape[1:]), dtype=torch.float32,
+                                          device=C.intermediate_device())
+                    out[done:done + chunk.shape[0]] = chunk
+                    done += chunk.shape[0]
+                    prog.update(chunk.shape[0], preview=chunk)
 
         memory.with_batch_fallback(batch_size, render_from_done, "LivePortraitAnimate")
         return io.NodeOutput(out)

@@ -151,7 +151,8 @@ def free_bytes(device: torch.device) -> int:
 
 # ---------------------------------------------------------------------------------------- progress
 def check_interrupt() -> None:
-    """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel."""
+    """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel (the core's
+    cancel contract: pass it as `cancel=`, liveportrait_core/progress.py)."""
     mm.throw_exception_if_processing_interrupted()
 
 
@@ -166,6 +167,10 @@ class Progress:
         self.done += int(n)
         check_interrupt()  # throttled updates skip the hook's own check
         self.bar.update_absolute(self.done, preview=_preview(preview) if preview is not None else None)
+
+    def __call__(self, done: int, total: Optional[int] = None) -> None:
+        """The core's progress contract (liveportrait_core/progress.py): `done` units so far."""
+        self.update(int(done) - self.done)
 
 
 def _preview(image: torch.Tensor):

@@ -8,30 +8,26 @@ from . import comfy as C
 
 
 def image_to_u8(image: torch.Tensor, name: str = "image") -> np.ndarray:
-    """IMAGE [B,H,W,C] float 0..1 (C = 3, or 4 with alpha: dropped; 1: grey) → [B,H,W,3] uint8."""
+    """IMAGE [B,H,W,C] float 0..1 (C = 3, or 4 with alpha: dropped; 1: grey) → [B,H,W,3] uint8
+    (the core's rounding rule, liveportrait_core/images.py)."""
     from ..liveportrait_core.errors import InputError
+    from ..liveportrait_core.images import batch_to_u8
 
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
         raise InputError(f"{name}: expected a ComfyUI IMAGE [B,H,W,C], got "
                          f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}.")
-    if image.ndim == 3:
-        image = image[None]
-    if image.shape[0] == 0:
+    if image.ndim == 4 and image.shape[0] == 0:
         raise InputError(f"{name}: the IMAGE batch is empty (0 frames).")
-    c = image.shape[-1]
-    if c == 1:
-        image = image.expand(-1, -1, -1, 3)
-    elif c >= 3:
-        image = image[..., :3]
-    else:
-        raise InputError(f"{name}: expected 1, 3 or 4 channels, got {c}.")
-    return image.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
+    if image.shape[-1] not in (1, 3, 4):
+        raise InputError(f"{name}: expected 1, 3 or 4 channels, got {image.shape[-1]}.")
+    return batch_to_u8(image, name)
 
 
 def u8_to_image(frames) -> torch.Tensor:
     """[B,H,W,3] uint8 (numpy or tensor) → IMAGE float32 0..1 on ComfyUI's intermediate device."""
-    t = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
-    return t.float().div(255.0).to(C.intermediate_device())
+    from ..liveportrait_core.images import u8_to_float
+
+    return u8_to_float(frames).to(C.intermediate_device())
 
 
 def mask_batch(mask: torch.Tensor, size: tuple[int, int], n: int) -> np.ndarray:

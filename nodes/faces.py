@@ -1,7 +1,6 @@
 """Face nodes: crop faces (IMAGE → LP_FACES + 256² crops) and paste animated crops back."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
@@ -13,12 +12,13 @@ from .convert import image_to_u8, mask_batch, u8_to_image
 from .types import CATEGORY, FaceLandmarks, LPFaceDetector, LPFaces, LPKeypoints, LPModels
 
 PURPOSES = ["source", "driving", "custom", "none"]
-FACE_ORDERS = ["large-small", "small-large", "left-right", "right-left", "top-bottom", "bottom-top"]
 
 
 class LivePortraitCropFace(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
+        from ..liveportrait_core.face.detectors import ORDERS  # combo values: saved workflows keep them
+
         return io.Schema(
             node_id="LivePortraitCropFace",
             display_name="LivePortrait Crop Face",
@@ -50,7 +50,7 @@ class LivePortraitCropFace(io.ComfyNode):
                 io.Int.Input("face_index", default=0, min=-1, max=63,
                              tooltip="Which face (after ordering) to crop; -1 = all faces, each tracked as its "
                                      "own face id, so one motion animates everyone."),
-                io.Combo.Input("face_order", options=FACE_ORDERS, default="large-small",
+                io.Combo.Input("face_order", options=list(ORDERS), default="large-small",
                                tooltip="How faces are ordered for face_index."),
                 io.Boolean.Input("rotate", default=True,
                                  tooltip="Rotate the crop to cancel head roll (reference behaviour)."),
@@ -74,8 +74,12 @@ class LivePortraitCropFace(io.ComfyNode):
         from ..liveportrait_core.face.pipeline import crop_faces
 
         frames = image_to_u8(image, "image")
-        if face_landmarks is not None:
-            detector = MediaPipeFaces(face_landmarks, frames)
+        if face_landmarks is not None:  # ComfyUI's FACE_LANDMARKS: {"frames": [[face, …] per frame], …}
+            from ..liveportrait_core.face.detectors.mediapipe import MediaPipeFaces
+
+            per_frame = face_landmarks.get("frames") if isinstance(face_landmarks, dict) else None
+            detector = MediaPipeFaces(per_frame, frames.shape[0], frames.shape[1:3],
+                                      what="LivePortraitCropFace: face_landmarks")
         if purpose != "none" and detector is None:
             raise InputError("LivePortraitCropFace: connect a 'detector' (LivePortrait Face Detector) or "
                              "'face_landmarks' (MediaPipe Face Landmarker), or set purpose to 'none' when the "
@@ -88,7 +92,7 @@ class LivePortraitCropFace(io.ComfyNode):
             scale=scale if custom else None, vx=vx_ratio if custom else None, vy=vy_ratio if custom else None,
             face_index="all" if face_index < 0 else face_index, order=face_order, rotate=rotate,
             smooth=smoothing, mode="none" if purpose == "none" else "detect", name="image",
-            progress=lambda d, t: prog.update(d - prog.done))
+            progress=prog)
         return io.NodeOutput(faces, u8_to_image(faces.crops))
 
 
@@ -109,49 +113,6 @@ def landmark_runner(models):
         _LANDMARK_RUNNERS.clear()
         _LANDMARK_RUNNERS[key] = LandmarkRunner(path, device=device)
     return _LANDMARK_RUNNERS[key]
-
-
-class MediaPipeFaces:
-    """A FaceDetector view of ComfyUI core FACE_LANDMARKS (MediaPipe Face Landmarker output).
-
-    FACE_LANDMARKS = {"frames": [[face_dict, …] per frame], "image_size": (H, W), …}; each
-    face_dict has bbox_xyxy, score and landmarks_xy (478 MediaPipe points). Frames are found by
-    their pixels (the detector is called with the same frames), so no frame order is assumed.
-    """
-
-    name = "mediapipe"
-    # MediaPipe face-mesh indices: eye corners (image-left eye, image-right eye), nose tip, mouth corners
-    _EYE_L, _EYE_R, _NOSE, _MOUTH = (33, 133), (362, 263), 1, (61, 291)
-
-    def __init__(self, face_landmarks: dict, frames: np.ndarray):
-        from ..liveportrait_core.errors import InputError
-
-        per_frame = face_landmarks.get("frames") if isinstance(face_landmarks, dict) else None
-        if per_frame is None or len(per_frame) != frames.shape[0]:
-            n = "?" if per_frame is None else len(per_frame)
-            raise InputError(f"LivePortraitCropFace: face_landmarks has {n} frames but image has {frames.shape[0]}; "
-                             "run the MediaPipe Face Landmarker on the same IMAGE.")
-        h, w = frames.shape[1:3]
-        self._by_frame = {hashlib.blake2b(f.tobytes(), digest_size=16).digest(): [self._face(d, w, h) for d in faces]
-                          for f, faces in zip(frames, per_frame)}
-
-    @classmethod
-    def _face(cls, d: dict, w: int, h: int):
-        from ..liveportrait_core.face.detectors import DetectedFace
-
-        pts = np.asarray(d["landmarks_xy"], np.float32).reshape(-1, 2)
-        if pts.size and float(np.abs(pts).max()) <= 1.5:  # normalised coordinates
-            pts = pts * np.array([w, h], np.float32)
-        box = np.asarray(d.get("bbox_xyxy", [*pts.min(0), *pts.max(0)]), np.float32).reshape(4)
-        points5 = None
-        if pts.shape[0] >= 292:
-            points5 = np.stack([pts[list(cls._EYE_L)].mean(0), pts[list(cls._EYE_R)].mean(0), pts[cls._NOSE],
-                                pts[cls._MOUTH[0]], pts[cls._MOUTH[1]]]).astype(np.float32)
-        return DetectedFace(box=box, score=float(d.get("score", 1.0)), points5=points5)
-
-    def detect(self, image_rgb_u8: np.ndarray, name: str = "image"):
-        key = hashlib.blake2b(np.ascontiguousarray(image_rgb_u8).tobytes(), digest_size=16).digest()
-        return list(self._by_frame.get(key, []))
 
 
 def paste_plan(faces, n_crops: int, keypoints=None) -> tuple[np.ndarray, np.ndarray]:

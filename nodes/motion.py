@@ -8,12 +8,6 @@ from . import memory
 from .comfy import io, ui
 from .types import CATEGORY, LPFaces, LPKeypoints, LPModels, LPMotion
 
-TEMPLATE_EXTS = (".pkl", ".lpmotion.safetensors")
-
-
-def _cancel() -> bool:
-    C.check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
-    return False
 
 
 class LivePortraitExtractMotion(io.ComfyNode):
@@ -47,7 +41,7 @@ class LivePortraitExtractMotion(io.ComfyNode):
         prog = C.Progress(len(faces), cls.hidden.unique_id)
         memory.load_for_extraction(models, batch_size)
         motion = extract_motion(models, faces, fps=fps, batch_size=batch_size,
-                                progress=lambda d, t: prog.update(d - prog.done), cancel=_cancel)
+                                progress=prog, cancel=C.check_interrupt)
         return io.NodeOutput(motion)
 
 
@@ -56,6 +50,8 @@ OUTPUT_TAG = " [output]"  # ComfyUI's annotated-name suffix for a file in the ou
 
 def _motion_files(root: str, recursive: bool) -> list[str]:
     """'/'-separated names of motion files under `root` (top level only unless `recursive`)."""
+    from ..liveportrait_core.templates import LISTED_EXTENSIONS as TEMPLATE_EXTS
+
     found = []
     try:
         if not recursive:

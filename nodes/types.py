@@ -1,4 +1,4 @@
-"""ComfyUI socket types of the pack; each value is a core dataclass (DESIGN.md §2)."""
+"""ComfyUI socket types of the pack; each value is a core dataclass (docs/ARCHITECTURE.md, Layers)."""
 from __future__ import annotations
 
 from .comfy import io

@@ -38,3 +38,27 @@ def runner(tmp_path_factory, lr):
 def offline():
     return make_detector("offline")
 
+
+
+# ------------------------------------------------------- crops of whole videos, from given landmarks
+
+
+def crop_driving_video(frames, landmarks, dsize=512):
+    """The driving-video auto-crop of frames [N,H,W,3] with landmarks [N,K,2] (image px), composed
+    like the pipeline does: (crops [N,dsize,dsize,3] uint8, M_o2c [3,3], landmarks in crop px)."""
+    from liveportrait_core.face import crop as C
+
+    M = C.driving_matrix(landmarks, dsize)
+    crops = np.stack([C.warp(f, M, (dsize, dsize)) for f in frames])
+    return crops, M, C.transform_points(np.asarray(landmarks, np.float32), M)
+
+
+def crop_video(frames, landmarks, dsize=512, smoothing=0.0):
+    """Per-frame source crops of frames [N,H,W,3] with landmarks [N,K,2], composed like the
+    pipeline does: a CropResult whose fields carry a leading N."""
+    from liveportrait_core.face import crop as C
+
+    mats = C.video_matrices(landmarks, dsize, smoothing=smoothing)
+    res = [C.crop_from_matrix(f, M, dsize, p) for f, M, p in zip(frames, mats, np.asarray(landmarks, np.float32))]
+    return C.CropResult(crop=np.stack([r.crop for r in res]), M_o2c=np.stack([r.M_o2c for r in res]),
+                        M_c2o=np.stack([r.M_c2o for r in res]), landmarks=np.stack([r.landmarks for r in res]))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO_DIR, compact_file, parity_file
 
+from video_testing import read_frames, write_video
 from liveportrait_core import video as vio
 from liveportrait_core.cli import main
 
@@ -19,7 +20,7 @@ def inputs(tmp_path_factory):
     d = np.load(parity_file("e2e_image_to_video.npz") or compact_file("e2e_image_to_video.npz"))
     folder = tmp_path_factory.mktemp("cli_in")
     src = vio.write_image(str(folder / "face.png"), d["source_crop256_u8"])
-    drv = vio.write_video(str(folder / "drv.mp4"), d["driving_frames_u8"][:2], fps=20)
+    drv = write_video(str(folder / "drv.mp4"), d["driving_frames_u8"][:2], fps=20)
     return {"src": src, "drv": drv, "dir": folder}
 
 
@@ -107,7 +108,7 @@ def test_tiny_real_run_and_extract_motion(capsys, inputs, tmp_path, weights_pth)
     code, err = _run(capsys, "animate", "-s", inputs["src"], "-d", inputs["drv"], "-o", str(out),
                      "--weights", weights_pth, "--no-crop", "--batch-size", "2")
     assert code == 0, err
-    frames, fps = vio.read_frames(str(out))
+    frames, fps = read_frames(str(out))
     assert frames.shape == (2, 512, 512, 3) and fps == 20
     assert frames.std() > 5  # a picture, not a blank frame
     assert not [n for n in os.listdir(tmp_path) if ".part" in n]

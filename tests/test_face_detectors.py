@@ -283,3 +283,40 @@ def test_haar_wrapper_and_factory(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="not one of"):
         make_detector("magic")
     assert make_detector("offline").name == "offline"
+
+
+# ------------------------------------------------------------------ MediaPipe landmarker faces
+
+
+def _mesh(cx: float, cy: float, r: float = 20.0, normalised_by=None) -> dict:
+    """A 478-point stand-in face mesh around (cx, cy): points on a circle, the eye / nose /
+    mouth indices the adapter reads placed where a face has them."""
+    ang = np.linspace(0, 2 * np.pi, 478, endpoint=False)
+    pts = np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], 1).astype(np.float32)
+    for i, (dx, dy) in {33: (-12, -6), 133: (-4, -6), 362: (4, -6), 263: (12, -6), 1: (0, 2),
+                        61: (-8, 10), 291: (8, 10)}.items():
+        pts[i] = (cx + dx, cy + dy)
+    if normalised_by is not None:
+        pts = pts / np.array(normalised_by[::-1], np.float32)
+    return {"landmarks_xy": pts.tolist(), "score": 0.9}
+
+
+def test_mediapipe_faces_are_matched_by_frame_index_not_pixels():
+    from liveportrait_core.face.detectors.mediapipe import MediaPipeFaces
+    from liveportrait_core.face.tracking import track_faces
+
+    frames = np.zeros((3, 120, 160, 3), np.uint8)  # identical pixels: only the index tells them apart
+    per_frame = [[_mesh(50, 60)], [_mesh(80, 60, normalised_by=(120, 160))], [_mesh(110, 60)]]
+    det = MediaPipeFaces(per_frame, 3, (120, 160))
+    boxes = [det.detect_frame(i, frames[i])[0].box for i in range(3)]
+    np.testing.assert_allclose([(b[0] + b[2]) / 2 for b in boxes], [50, 80, 110], atol=0.1)  # normalised scaled
+    f = det.detect_frame(0)[0]
+    np.testing.assert_allclose(f.points5, [[42, 54], [58, 54], [50, 62], [42, 70], [58, 70]], atol=1e-4)
+    track = track_faces(list(frames), det, None)[0]
+    centres = track.landmarks.mean(axis=1)[:, 0]
+    assert centres[0] < centres[1] < centres[2] and track.found.all()  # each frame its own face
+    with pytest.raises(InputError, match="3 frames but image has 2"):
+        MediaPipeFaces(per_frame, 2, (120, 160))
+    with pytest.raises(InputError, match="frame index"):
+        det.detect(frames[0])
+    assert MediaPipeFaces(per_frame[:1], 1, (120, 160)).detect(frames[0])[0].score == pytest.approx(0.9)

@@ -12,10 +12,12 @@ import cv2
 import numpy as np
 import pytest
 from conftest import compact_file, parity_file
+from face_testing import crop_driving_video, crop_video
 
 from liveportrait_core.errors import InputError, LivePortraitError
 from liveportrait_core.face import crop as C
 from liveportrait_core.face import paste as P
+from liveportrait_core.images import to_rgb_u8
 
 
 class Fixture:
@@ -160,7 +162,7 @@ def test_driving_boxes_and_crop(fc):
     assert not np.array_equal(boxes.astype(np.float64).mean(0).astype(np.float32), g)
     frame0 = fc["drvcrop_frames_u8"][0] if fc.full else fc["image_u8"]
     frames = np.stack([frame0] * 3)
-    crops, M, lmk_crop = C.crop_driving_video(frames, lmk)
+    crops, M, lmk_crop = crop_driving_video(frames, lmk)
     assert crops.shape == (3, 512, 512, 3) and M.shape == (3, 3)
     assert_img(crops[0][fc.view("drvcrop_frame0_crop_u8")], fc["drvcrop_frame0_crop_u8"])
     np.testing.assert_allclose(lmk_crop, fc["drvcrop_lmk_crop"], atol=1e-3)
@@ -202,10 +204,10 @@ def test_e2e_crop_and_pasteback(fe):
 
 
 def test_e2e_driving_autocrop(fe):
-    """motion_math.npz's drv_video_cropped case: the e2e driving frames auto-cropped (§3)."""
+    """motion_math.npz's drv_video_cropped case: the e2e driving frames auto-cropped."""
     lmk = fe["driving_lmk203"]
     frames = fe["driving_frames_u8"] if fe.full else np.zeros((3, 256, 256, 3), np.uint8)
-    crops, M, lmk_crop = C.crop_driving_video(frames, lmk)
+    crops, M, lmk_crop = crop_driving_video(frames, lmk)
     np.testing.assert_allclose(lmk_crop, fe["drv_video_cropped_lmk_crop512"], atol=1e-3)
     mm = parity_file("motion_math.npz")
     if fe.full and mm:  # the 512² crops themselves ([::4, ::4]) need the full driving frames
@@ -228,7 +230,7 @@ def _face_video(n=4, seed=0):
 
 def test_paste_batch_equals_per_frame():
     frames, lmk = _face_video(3)
-    vid = C.crop_video(frames, lmk, dsize=128)  # small crops: crop_size=128 below
+    vid = crop_video(frames, lmk, dsize=128)  # small crops: crop_size=128 below
     crops = 255 - vid.crop
     out, masks = P.paste_back(frames, crops, vid.M_c2o, crop_size=128)
     assert out.shape == frames.shape and masks.shape == frames.shape[:3]
@@ -264,22 +266,17 @@ def test_upscaled_crop_pastes_like_512(fc):
 
 def test_crop_video_smoothing():
     frames, lmk = _face_video(12, seed=1)
-    ref = C.crop_video(frames, lmk, dsize=128, smoothing=0.0)
+    ref = crop_video(frames, lmk, dsize=128, smoothing=0.0)
     for i in (0, 5, 11):  # strength 0 = per-frame reference crops
         one = C.crop_image(frames[i], lmk[i], dsize=128)
         np.testing.assert_array_equal(ref.M_o2c[i], one.M_o2c)
         np.testing.assert_array_equal(ref.crop[i], one.crop)
         np.testing.assert_array_equal(ref.landmarks[i], one.landmarks)
-    sm = C.crop_video(frames, lmk, dsize=128, smoothing=2.0)
+    sm = crop_video(frames, lmk, dsize=128, smoothing=2.0)
     jitter = lambda M: np.abs(np.diff(M[:, :2, 2], axis=0)).mean()  # noqa: E731
     assert jitter(sm.M_o2c) < 0.5 * jitter(ref.M_o2c)
     np.testing.assert_allclose(sm.M_c2o @ sm.M_o2c, np.broadcast_to(np.eye(3), (12, 3, 3)),
                                atol=1e-4)
-    # the same smoothing applied to the matrices alone (tracked crops without landmarks)
-    M_sm, Mi_sm = C.smooth_crop_matrices(ref.M_o2c, 2.0, dsize=128)
-    np.testing.assert_allclose(M_sm, sm.M_o2c, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(Mi_sm, sm.M_c2o, rtol=1e-4, atol=1e-3)
-    np.testing.assert_array_equal(C.smooth_crop_matrices(ref.M_o2c, 0.0, dsize=128)[0], ref.M_o2c)
     # a steady pan is kept (zero-phase, point-reflected ends: no lag, no pull at the ends)
     c = np.stack([np.arange(20.0) * 3, np.full(20, 50.0)], 1).astype(np.float32)
     cs, ss, angs = C.smooth_rects(c, np.full(20, 100, np.float32), np.zeros(20), 3.0)
@@ -341,18 +338,18 @@ def test_input_boundary():
     for bad in (np.zeros((0, 0, 3), np.uint8), np.zeros((1, 1, 3), np.uint8),
                 np.zeros((8, 8, 2), np.uint8), np.zeros((2, 3, 4, 5, 6))):
         with pytest.raises(InputError) as ei:
-            C.as_rgb_u8(bad)
+            to_rgb_u8(bad)
         assert isinstance(ei.value, LivePortraitError) and "image" in str(ei.value)
     grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
-    g3 = C.as_rgb_u8(grey)
+    g3 = to_rgb_u8(grey)
     assert g3.shape == (8, 8, 3) and (g3 == grey[..., None]).all()
     rgba = np.dstack([np.full((8, 8, 3), 7, np.uint8), np.zeros((8, 8), np.uint8)])
-    assert (C.as_rgb_u8(rgba) == 7).all() and C.as_rgb_u8(rgba).shape == (8, 8, 3)
+    assert (to_rgb_u8(rgba) == 7).all() and to_rgb_u8(rgba).shape == (8, 8, 3)
     f = np.full((1, 4, 4, 3), 0.5, np.float32)  # ComfyUI IMAGE batch of one
-    assert (C.as_rgb_u8(f) == 128).all()
+    assert (to_rgb_u8(f) == 128).all()
     import torch
 
-    assert (C.as_rgb_u8(torch.ones(4, 4, 3)) == 255).all()
+    assert (to_rgb_u8(torch.ones(4, 4, 3)) == 255).all()
     with pytest.raises(InputError, match="landmarks"):
         C.crop_image(np.zeros((32, 32, 3), np.uint8), np.full((5, 2), np.nan, np.float32))
     with pytest.raises(InputError, match="span no area"):
@@ -364,8 +361,8 @@ def test_input_boundary():
 
 def test_several_faces_into_one_frame():
     frames, lmk = _face_video(2)
-    a = C.crop_video(frames, lmk, dsize=128)
-    b = C.crop_video(frames, lmk + [[40, 30]], dsize=128)  # a second "face", shifted
+    a = crop_video(frames, lmk, dsize=128)
+    b = crop_video(frames, lmk + [[40, 30]], dsize=128)  # a second "face", shifted
     crops = np.concatenate([255 - a.crop, b.crop // 2])  # items: (f0,A) (f1,A) (f0,B) (f1,B)
     M = np.concatenate([a.M_c2o, b.M_c2o])
     out, masks = P.paste_back(frames, crops, M, crop_size=128, into=[0, 1, 0, 1])

@@ -20,6 +20,7 @@ from liveportrait_core.face.detectors import DetectedFace, FaceDetector
 from liveportrait_core.face.landmarks import LandmarkRunner, pseudo_guide
 from liveportrait_core.face.pipeline import crop_faces
 from liveportrait_core.face.tracking import FaceTracker, track_faces
+from liveportrait_core.motion import eye_lip_ratios
 from face_testing import PHOTOS, lr, offline, photo, runner  # noqa: F401  (fixtures)
 
 
@@ -37,7 +38,7 @@ def test_landmark_runner_matches_reference(lr, runner):
     pts = lr["lmkrun_track_raw"].reshape(-1, 2) * 224
     np.testing.assert_allclose(pts @ c2.M_c2o[:2, :2].T + c2.M_c2o[:2, 2],
                                lr["lmkrun_track_lmk203"], atol=1e-3)
-    eye, lip = runner.ratios(lr["lmkrun_lmk203"][None])
+    eye, lip = (r.numpy() for r in eye_lip_ratios(lr["lmkrun_lmk203"][None]))
     np.testing.assert_allclose(eye, lr["eye_ratio"], rtol=1e-5)
     np.testing.assert_allclose(lip, lr["lip_ratio"], rtol=1e-5)
 

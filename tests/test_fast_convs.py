@@ -1,11 +1,11 @@
-"""NNPACK-backed float32 convolutions of the 'fast' precision (liveportrait_core/fast_convs.py)."""
+"""NNPACK-backed float32 convolutions of the 'fast' precision (liveportrait_core/accel/nnpack.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from liveportrait_core.fast_convs import (MIN_SIDE, MIN_SIDE_3D, NNPackConv2d, NNPackConv3d, eligible,
+from liveportrait_core.accel.nnpack import (MIN_SIDE, MIN_SIDE_3D, NNPackConv2d, NNPackConv3d, eligible,
                                            nnpack_available, replace_convs)
 
 pytestmark = pytest.mark.skipif(not nnpack_available(), reason="this torch build has no NNPACK")
@@ -98,7 +98,7 @@ def test_replace_convs_swaps_only_eligible_layers_and_keeps_the_function():
 
 @pytest.mark.parametrize("shape,pad", [((1, 512, 12, 10), 3), ((2, 512, 9, 9), 1)])
 def test_shift_add_conv_matches_stock_convolution(shape, pad):
-    from liveportrait_core.fast_convs import ShiftAddConv2d
+    from liveportrait_core.accel.nnpack import ShiftAddConv2d
 
     torch.manual_seed(0)
     conv = nn.Conv2d(shape[1], 1, 7, padding=pad).eval()   # W's occlusion head shape (fewer channels)
@@ -126,7 +126,8 @@ def test_an_input_nnpack_refuses_falls_back_to_the_stock_convolution(monkeypatch
 
 @pytest.mark.parametrize("fin,fout", [(32, 32), (32, 16)])  # G's middle blocks / learned shortcut
 def test_fused_spade_block_computes_the_block(fin, fout):
-    from liveportrait_core.fast import _FastSPADEResnetBlock, materialize_spectral_norm
+    from liveportrait_core.accel.derive import materialize_spectral_norm
+    from liveportrait_core.accel.spade import FastSPADEResnetBlock as _FastSPADEResnetBlock
     from liveportrait_core.networks.spade_generator import SPADEResnetBlock
 
     torch.manual_seed(0)

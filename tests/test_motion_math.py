@@ -68,7 +68,7 @@ def check(a, b, what: str, atol: float = ATOL) -> float:
     return err
 
 
-# ----------------------------------------------------------------------------- §3.1–3.3, §8
+# ----------------------------------------------------------------------------- pose, keypoints, ratios
 
 
 def extractor() -> dict:
@@ -127,7 +127,7 @@ def test_eye_lip_ratios_reference():
         check(lip, d[p + "_c_lip"][:, 0], p + " lip", 0)
 
 
-# ----------------------------------------------------------------------------- §10, hull
+# ----------------------------------------------------------------------------- smoothing, hull
 
 
 @pytest.mark.parametrize("var", ["3e-7", "1e-5", "1e-3"])
@@ -201,7 +201,7 @@ def driving_motion(case: dict, tmp_path) -> Motion:
 
 
 def mlp_calls(calls: list, mlp: str, source_video: bool):
-    """The trace's MLP calls in the reference's call order (ARCHITECTURE.md §9.3)."""
+    """The trace's MLP calls in the reference's call order."""
     kinds = {"eye": ["source_eye", "eye"], "lip": ["lip_normalize", "lip"]}[mlp]
     rows = []
     for c in calls:

@@ -112,7 +112,7 @@ def _emulated(dtype: torch.dtype) -> bool:
     """bfloat16 on a CPU without native bf16: oneDNN emulates it, several hundred times slower
     than float32 (measured), so full-size networks would take many minutes; the same code
     paths are then checked on small inputs against float32 instead."""
-    from liveportrait_core.fast import bf16_supported_cpu
+    from liveportrait_core.accel.precision import bf16_supported_cpu
 
     return dtype == torch.bfloat16 and not bf16_supported_cpu()
 

@@ -16,7 +16,9 @@ from conftest import compact_file, parity_file
 
 from liveportrait_core.compose import ComposeOptions, KeypointPlan, compose
 from liveportrait_core.extract import extract_motion
-from liveportrait_core.render import Animator, Cancelled, crops_to_input, parse_output
+from liveportrait_core.images import crops_to_input, render_to_u8
+from liveportrait_core.progress import Cancelled
+from liveportrait_core.render import Animator
 
 CASES = ("base", "retarget")
 
@@ -80,7 +82,7 @@ def test_e2e_keypoints_match_reference(rendered, e2e, case):
 @pytest.mark.parametrize("case", CASES)
 def test_e2e_frames_match_reference(rendered, e2e, case):
     _, raw = rendered[case]
-    ours = parse_output(raw).numpy()
+    ours = render_to_u8(raw).numpy()
     assert ours.shape == (3, 512, 512, 3) and ours.dtype == np.uint8
     if e2e["_full"]:
         pairs = [(ours, e2e[f"{case}_I_p_u8"])]
@@ -99,7 +101,7 @@ def test_e2e_frames_match_reference(rendered, e2e, case):
 def test_e2e_pasteback_frame0(rendered, e2e):
     from liveportrait_core.face.paste import paste_back
 
-    crop0 = parse_output(rendered["base"][1][:1]).numpy()
+    crop0 = render_to_u8(rendered["base"][1][:1]).numpy()
     M = e2e["source_M_c2o"].astype(np.float32)
     if e2e["_full"]:
         y0, x0 = 0, 0
@@ -124,14 +126,14 @@ def test_batch_size_does_not_change_frames(models, rendered, e2e):
 def test_fast_mode_close_to_exact(models, rendered, e2e):
     plan, raw = rendered["base"]
     sub = KeypointPlan(plan.x_s[1:3], plan.x_d[1:3], plan.source_index[1:3], plan.fps)
-    from liveportrait_core.fast import bf16_supported_cpu
-    from liveportrait_core.fast_convs import NNPackConv2d, NNPackConv3d, nnpack_available
+    from liveportrait_core.accel.precision import bf16_supported_cpu
+    from liveportrait_core.accel.nnpack import NNPackConv2d, NNPackConv3d, nnpack_available
 
     src = torch.from_numpy(e2e["source_crop256_u8"])[None]
     fast = Animator(models, "fast", batch_size=2)
     assert fast.dtype == (torch.bfloat16 if bf16_supported_cpu() else torch.float32)
     got_raw = fast.render(sub, src, output="raw")  # one batch of 2 frames
-    got, exact = parse_output(got_raw).numpy(), parse_output(raw[1:3]).numpy()
+    got, exact = render_to_u8(got_raw).numpy(), render_to_u8(raw[1:3]).numpy()
     psnr = _psnr(got, exact)
     # measured ≈35 dB with bfloat16 (the reference's fp16 autocast gives ≈30 dB vs its float32)
     assert psnr > 30.0, psnr
@@ -206,7 +208,7 @@ def test_streaming_chunks_equal_all_at_once():
     assert torch.equal(torch.cat(chunks), whole)
     assert whole.shape == (10, 8, 8, 3) and whole.dtype == torch.float32
     u8 = Animator(m, batch_size=3).render(plan, crops, output="uint8")
-    assert torch.equal(u8, (whole * 255).to(torch.uint8))  # truncation, as parse_output
+    assert torch.equal(u8, (whole * 255).to(torch.uint8))  # truncation, as images.render_to_u8
 
 
 def test_each_item_is_its_own_source_and_keypoints():
@@ -271,7 +273,48 @@ def test_progress_and_cancel():
     with pytest.raises(Cancelled, match="cancelled"):
         for chunk in Animator(m, batch_size=2).iter_render(_tiny_plan(20, 1), _crops(1), cancel=cancel):
             got.append(chunk)
-    assert len(got) == 2 and m.warping_module.calls == 4 and all(len(c) == 2 for c in got)
+    # polled between frames: frame 2's W ran, its G and frame 3 did not; the first batch was yielded
+    assert len(got) == 1 and m.warping_module.calls == 3 and all(len(c) == 2 for c in got)
+
+
+@pytest.mark.parametrize("k", [0, 2, 3])
+def test_cancel_during_frame_k_of_a_batch_stops_before_frame_k_plus_1(k):
+    """Exact mode on CPU: a cancel requested while frame k renders (inside a batch of 4) stops
+    the render before frame k+1 starts, not at the end of the batch."""
+    m = _tiny_models()
+    requested = []
+    decoded = []
+    m.warping_module.register_forward_pre_hook(
+        lambda mod, args: requested.append(mod.calls) if mod.calls == k else None)  # frame k starts
+    m.spade_generator.register_forward_pre_hook(lambda mod, args: decoded.append(len(decoded)))
+    with pytest.raises(Cancelled):
+        list(Animator(m, batch_size=4).iter_render(_tiny_plan(8, 1), _crops(1), cancel=lambda: bool(requested)))
+    assert requested == [k]
+    assert m.warping_module.calls == k + 1  # frame k+1 never started
+    assert len(decoded) == k  # and frame k stopped between W and G
+
+
+def test_fast_copies_are_made_once_and_kept_with_the_models():
+    from liveportrait_core.accel import prepare_networks, prepared_bytes, release_prepared
+    from liveportrait_core.models import LivePortraitModels
+
+    f, w, g = _F(), _W(), _G()
+    m = LivePortraitModels(f, torch.nn.Linear(2, 2), w, g, None, None, torch.device("cpu"), torch.float32, "")
+    assert prepare_networks(m, "exact") == {"F": f, "W": w, "G": g} and m.prepared == {}
+    assert prepared_bytes(m) == 0
+    a, b = Animator(m, "fast"), Animator(m, "fast")
+    nets = a._networks()
+    assert all(nets[k] is b._networks()[k] for k in "FWG") and nets["W"] is not w  # one derived set
+    assert len(m.prepared) == 1 and prepared_bytes(m) == nets["W"].w.element_size()  # W's one parameter
+    fast, exact = a.render(_tiny_plan(3, 1), _crops(1)), Animator(m).render(_tiny_plan(3, 1), _crops(1))
+    assert fast.shape == exact.shape and float((fast - exact).abs().max()) < 0.02  # bf16 round-off at most
+    m.to(dtype=torch.float32)  # same dtype: kept
+    assert len(m.prepared) == 1
+    m.to(dtype=torch.bfloat16)  # the weights are re-rounded: the copies derived from them go
+    assert m.prepared == {}
+    m.to(dtype=torch.float32)
+    Animator(m, "fast")._networks()
+    assert release_prepared(m) == 1 and m.prepared == {} and prepared_bytes(m) == 0
 
 
 def test_bad_plans_are_clear_errors():
@@ -300,7 +343,7 @@ def test_crops_to_input_matches_reference_preprocessing():
 
 
 def test_prepared_copy_folds_batchnorm_and_keeps_the_function(models, e2e):
-    from liveportrait_core.fast import prepare_network
+    from liveportrait_core.accel.derive import prepare_network
     from liveportrait_core.networks.blocks import SNConv2d
 
     F = models.appearance_feature_extractor
@@ -326,7 +369,7 @@ def test_prepared_copy_folds_batchnorm_and_keeps_the_function(models, e2e):
 
 
 def test_flush_denormal_is_scoped_to_the_block():
-    from liveportrait_core.denormal import flush_denormal
+    from liveportrait_core.accel.denormal import flush_denormal
 
     x = torch.full((1 << 18,), 1e-39)  # subnormal float32; large enough to use every thread
     assert (x * 1.0 != 0).all()

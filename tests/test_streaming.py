@@ -19,6 +19,7 @@ from liveportrait_core.errors import FaceNotFoundError, VideoError
 from liveportrait_core.extract import extract_motion
 from liveportrait_core.face.paste import paste_back
 from liveportrait_core.face.pipeline import crop_faces
+from video_testing import read_frames, write_video
 
 VIDEO = os.path.join(compact_file("photos"), "s18_6f.mp4")  # 6 frames 480×270, one face
 
@@ -32,14 +33,11 @@ def models(weights_pth):
 
 @pytest.fixture
 def streamed(monkeypatch, models, offline, runner):
-    """Chunks of 3 frames; vio.read_frames (the whole-array read) is forbidden; chunk sizes and
-    FaceTools (offline detector + landmark stand-in) recorded."""
+    """Chunks of 3 frames; chunk sizes and FaceTools (offline detector + landmark stand-in)
+    recorded (the library has no whole-video read: video.py only streams)."""
     monkeypatch.setattr(animate, "STREAM_CHUNK", 3)
-    whole = vio.read_frames
+    whole = read_frames
     sizes = []
-
-    def no_whole_read(*a, **k):
-        raise AssertionError("the file pipeline read a whole video into memory")
 
     real_chunks = vio.iter_chunks
 
@@ -48,7 +46,6 @@ def streamed(monkeypatch, models, offline, runner):
             sizes.append(len(c))
             yield c
 
-    monkeypatch.setattr(vio, "read_frames", no_whole_read)
     monkeypatch.setattr(vio, "iter_chunks", spy_chunks)
     tools = animate.FaceTools(models, animate.FaceOptions(), print)
     tools._detector, tools._runner, tools._runner_done = offline, runner, True
@@ -103,9 +100,9 @@ def test_video_source_streamed_paste_back_is_identical(streamed, models, offline
     are read back by index (0 1 2 3 2 1 0) for paste-back, never all held."""
     frames = np.stack(imageio.mimread(VIDEO))[:4]
     frames[2] = 0
-    src = vio.write_video(str(tmp_path / "src.mp4"), frames, fps=10)
+    src = write_video(str(tmp_path / "src.mp4"), frames, fps=10)
     d = np.load(compact_file("e2e_image_to_video.npz"))["driving_frames_u8"]
-    drv = vio.write_video(str(tmp_path / "drv.mp4"), d[[0, 1, 2, 1, 0, 1, 2]], fps=10)
+    drv = write_video(str(tmp_path / "drv.mp4"), d[[0, 1, 2, 1, 0, 1, 2]], fps=10)
     written = []
     real_write = vio.VideoWriter.write
     monkeypatch.setattr(vio.VideoWriter, "write", lambda self, f: written.append(np.array(f)) or real_write(self, f))
@@ -131,7 +128,7 @@ def test_video_source_streamed_paste_back_is_identical(streamed, models, offline
 
 def test_bad_streamed_inputs_give_one_error_and_no_output(streamed, models, tmp_path, monkeypatch):
     monkeypatch.setattr(animate, "FaceTools", lambda *a: streamed["tools"])
-    blank = vio.write_video(str(tmp_path / "blank.mp4"), np.zeros((4, 64, 96, 3), np.uint8), fps=10)
+    blank = write_video(str(tmp_path / "blank.mp4"), np.zeros((4, 64, 96, 3), np.uint8), fps=10)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 1000)
     out = tmp_path / "o.mp4"

@@ -7,6 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from video_testing import read_frames, write_video
 from liveportrait_core import video as vio
 from liveportrait_core.errors import VideoError
 
@@ -46,9 +47,9 @@ def test_mp4_round_trip(tmp_path):
         w.write(frames[2:].astype(np.float32) / 255.0)  # … and float 0..1
     info = vio.probe(out)
     assert info.fps == 12.5 and info.size == (64, 48) and not info.has_audio
-    back, fps = vio.read_frames(out)
+    back, fps = read_frames(out)
     assert back.shape == frames.shape and back.dtype == np.uint8 and fps == 12.5
-    # float frames are truncated like uint8 conversion: at most 1 level lower before encoding
+    # float frames are converted by the images.py rule (rounded): the same levels as the uint8 ones
     err = np.abs(back.astype(np.float64) - frames.astype(np.float64)).mean(axis=(1, 2, 3))
     assert err.max() < 5.0, err  # H.264 (CRF 18, 4:2:0) on tiny frames
     # every frame decodes closest to its own original: order kept, nothing dropped or repeated
@@ -59,8 +60,8 @@ def test_mp4_round_trip(tmp_path):
 
 
 def test_odd_sizes_are_padded(tmp_path):
-    out = vio.write_video(str(tmp_path / "odd.mp4"), _frames(3, 33, 35), fps=25)
-    back, _ = vio.read_frames(out)
+    out = write_video(str(tmp_path / "odd.mp4"), _frames(3, 33, 35), fps=25)
+    back, _ = read_frames(out)
     assert back.shape == (3, 34, 36, 3)
 
 
@@ -70,8 +71,8 @@ def test_audio_is_kept_from_the_driving_video(tmp_path):
     with vio.VideoWriter(str(tmp_path / "with.mp4"), 10, audio_from=clip) as w:
         w.write(_frames(5))
     assert vio.probe(str(tmp_path / "with.mp4")).has_audio
-    assert len(vio.read_frames(str(tmp_path / "with.mp4"))[0]) == 5  # audio cut to the video
-    silent = vio.write_video(str(tmp_path / "without.mp4"), _frames(5), fps=10)
+    assert len(read_frames(str(tmp_path / "with.mp4"))[0]) == 5  # audio cut to the video
+    silent = write_video(str(tmp_path / "without.mp4"), _frames(5), fps=10)
     assert not vio.has_audio(silent)
     w = vio.VideoWriter(str(tmp_path / "x.mp4"), 10, audio_from=silent)  # no audio track: note, no crash
     assert w.audio_from is None and "no audio" in w.warnings[0]
@@ -104,7 +105,7 @@ def test_image_sequences_and_images(tmp_path):
     for i, name in enumerate(["f2.png", "f10.png", "f1.png"]):  # natural order: f1, f2, f10
         vio.write_image(str(seq / name), frames[[1, 2, 0][i]])
     (seq / "notes.txt").write_text("ignored")
-    back, fps = vio.read_frames(str(seq))
+    back, fps = read_frames(str(seq))
     assert fps == vio.DEFAULT_FPS and np.array_equal(back, frames)  # png: lossless
     assert vio.probe(str(seq)).n_frames == 3
     img = vio.read_image(str(seq / "f1.png"))
@@ -128,7 +129,7 @@ def test_unreadable_inputs_raise_video_error(tmp_path):
     for path, words in [(bad, "corrupted"), (empty, "corrupted"), (tmp_path / "missing.mp4", "not found"),
                         (tmp_path / "nothing", "no images"), (tmp_path / "bad.png", "Cannot read image")]:
         with pytest.raises(VideoError, match=words):
-            vio.read_frames(str(path))
+            read_frames(str(path))
     # a valid mp4 with zero video frames, and one with only an audio track
     import imageio_ffmpeg
 
@@ -140,10 +141,10 @@ def test_unreadable_inputs_raise_video_error(tmp_path):
                     "-t", "0.5", "-c:a", "aac", audio], check=True)
     for path in (zero, audio):
         with pytest.raises(VideoError, match="no video frames"):
-            vio.read_frames(path)
-    good = vio.write_video(str(tmp_path / "g.mp4"), _frames(2), fps=10)
+            read_frames(path)
+    good = write_video(str(tmp_path / "g.mp4"), _frames(2), fps=10)
     with pytest.raises(VideoError, match="no frames"):
-        vio.read_frames(good, max_frames=0)
+        read_frames(good, max_frames=0)
 
 
 def test_write_image_is_atomic(tmp_path):
@@ -158,8 +159,8 @@ def test_write_image_is_atomic(tmp_path):
 def test_chunks_and_frame_reader_by_index(tmp_path, monkeypatch):
     """iter_chunks = read_frames split; FrameReader serves any index order (loop, ping-pong)
     from a small window, re-opening the decoder only when it must go back."""
-    out = vio.write_video(str(tmp_path / "v.mp4"), _frames(6), fps=10)
-    whole, _ = vio.read_frames(out)
+    out = write_video(str(tmp_path / "v.mp4"), _frames(6), fps=10)
+    whole, _ = read_frames(out)
     chunks = list(vio.iter_chunks(out, 4))
     assert [len(c) for c in chunks] == [4, 2]
     np.testing.assert_array_equal(np.concatenate(chunks), whole)
@@ -182,4 +183,4 @@ def test_chunks_and_frame_reader_by_index(tmp_path, monkeypatch):
     for i, f in enumerate(_frames(3)):
         vio.write_image(str(seq / f"f{i}.png"), f)
     with vio.FrameReader(str(seq)) as r:
-        np.testing.assert_array_equal(np.stack([r[i] for i in (2, 0, 1)]), vio.read_frames(str(seq))[0][[2, 0, 1]])
+        np.testing.assert_array_equal(np.stack([r[i] for i in (2, 0, 1)]), read_frames(str(seq))[0][[2, 0, 1]])

@@ -145,7 +145,7 @@ def test_float16_files_and_dtype_policy(models_fp16):
 
 
 def test_input_cast_hook_casts_only_the_data_input():
-    from liveportrait_core.models import prepare_network
+    from liveportrait_core.accel.half import inference_setup
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -155,13 +155,13 @@ def test_input_cast_hook_casts_only_the_data_input():
         def forward(self, feature, kp_source=None):
             return self.lin(feature), kp_source
 
-    net = prepare_network(Net()).to(torch.bfloat16)
+    net = inference_setup(Net()).to(torch.bfloat16)
     assert not net.training and not net.lin.weight.requires_grad
     kp = torch.rand(2, 3, dtype=torch.float32)
     for out, kp_out in (net(torch.rand(2, 3), kp_source=kp), net(feature=torch.rand(2, 3), kp_source=kp),
                         net(torch.rand(2, 3, dtype=torch.float64), kp)):
         assert out.dtype == torch.bfloat16 and kp_out.dtype == torch.float32  # keypoints untouched
-    assert prepare_network(net) is net and len(net._forward_pre_hooks) == 1  # idempotent
+    assert inference_setup(net) is net and len(net._forward_pre_hooks) == 1  # idempotent
 
 
 def test_fp16_file_loads_exactly_as_float32(tmp_path):

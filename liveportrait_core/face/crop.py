@@ -1,9 +1,9 @@
-"""Face crop geometry: landmarks → rotated square → similarity warp (CROP_AND_PASTE.md §2, §3, §5).
+"""Face crop geometry: landmarks → rotated square → similarity warp (docs/ARCHITECTURE.md, Face crops).
 
 Boundary: every function here works on **RGB uint8 HxWx3 numpy images** (what OpenCV warps and
 what parity with the reference needs) and float32 landmark arrays in pixel coordinates
-(x right, y down). `as_rgb_u8` converts anything else a caller may hold (ComfyUI float 0..1
-images, torch tensors, greyscale, RGBA) once, at the edge.
+(x right, y down). `images.to_rgb_u8` converts anything else a caller may hold (ComfyUI float
+0..1 images, torch tensors, greyscale, RGBA) once, at the edge.
 
 Matrices are 3×3 float32: `M_o2c` maps original-image pixels to crop pixels, `M_c2o` is its
 inverse. The float32 arithmetic order follows the spec so the matrices match the reference to
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from ..images import to_rgb_u8
 
 F32 = np.float32
 
@@ -32,7 +33,7 @@ class CropPreset(NamedTuple):
 
 
 SOURCE = CropPreset(2.3, 0.0, -0.125)  # source image / source video crops
-DRIVING = CropPreset(2.2, 0.0, -0.1)  # driving-video auto-crop (§3)
+DRIVING = CropPreset(2.2, 0.0, -0.1)  # driving-video auto-crop
 LANDMARK_RUNNER = CropPreset(1.5, 0.0, -0.1)  # 224² input of the 203-point model
 
 NETWORK_SIZE = 256
@@ -67,45 +68,6 @@ class Rect:
 # ---------------------------------------------------------------- input boundary
 
 
-def as_rgb_u8(image: Any, name: str = "image", min_size: int = 2) -> np.ndarray:
-    """Return `image` as a contiguous HxWx3 uint8 RGB numpy array.
-
-    Accepts numpy arrays or torch tensors, uint8 (0..255) or float (0..1, ComfyUI IMAGE; values are
-    clipped, then rounded), shaped HxW or HxWx1 (greyscale: copied to 3 channels), HxWx3, or HxWx4
-    (RGBA: alpha is dropped, the colour channels are kept as they are). A leading batch dim of 1 is
-    removed. Raises InputError for anything else, or for images with a side below `min_size`
-    (2 by default: an empty or 1×1 picture cannot hold a face).
-    """
-    if hasattr(image, "detach"):  # torch tensor, without importing torch here
-        image = image.detach().cpu().numpy()
-    arr = np.asarray(image)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise InputError(
-            f"{name}: expected an image of shape HxW, HxWx1, HxWx3 or HxWx4, got shape "
-            f"{tuple(arr.shape)}. Pass one RGB picture.")
-    if arr.shape[0] < max(min_size, 1) or arr.shape[1] < max(min_size, 1):
-        raise InputError(
-            f"{name}: the image is {arr.shape[1]}x{arr.shape[0]} pixels; it is empty or too small "
-            "to hold a face. Use a real photo or video frame.")
-    if arr.dtype != np.uint8:
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-            raise InputError(f"{name}: unsupported pixel type {arr.dtype}; use uint8 or float.")
-        if np.issubdtype(arr.dtype, np.floating):
-            arr = np.rint(np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0)
-        else:
-            arr = np.clip(arr, 0, 255)
-        arr = arr.astype(np.uint8)
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr)
-
-
 def _as_points(landmarks: Any, name: str = "landmarks") -> np.ndarray:
     if hasattr(landmarks, "detach"):
         landmarks = landmarks.detach().cpu().numpy()
@@ -117,7 +79,7 @@ def _as_points(landmarks: Any, name: str = "landmarks") -> np.ndarray:
     return pts
 
 
-# ---------------------------------------------------------------- guide points (§2.1)
+# ---------------------------------------------------------------- guide points
 
 SUPPORTED_COUNTS = "5, 9, 68, 101, 106, 203 or any count above 101"
 
@@ -153,7 +115,7 @@ def guide_points(landmarks: Any) -> np.ndarray:
     return np.stack([eye, lip], axis=0).astype(F32)
 
 
-# ---------------------------------------------------------------- rotated square (§2.2)
+# ---------------------------------------------------------------- rotated square
 
 
 def parse_rect_from_landmark(landmarks: Any, scale: float = SOURCE.scale, vx_ratio: float = 0.0,
@@ -185,7 +147,7 @@ def parse_rect_from_landmark(landmarks: Any, scale: float = SOURCE.scale, vx_rat
     return Rect(center=center.astype(F32), side=F32(size[0]), angle=angle)
 
 
-# ---------------------------------------------------------------- similarity matrix (§2.3)
+# ---------------------------------------------------------------- similarity matrix
 
 
 def rect_to_matrix(rect: Rect, dsize: int = CROP_SIZE, rotate: bool = True) -> np.ndarray:
@@ -220,13 +182,13 @@ def warp(image: np.ndarray, M: np.ndarray, size: Tuple[int, int],
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-# ---------------------------------------------------------------- crop (§2.4)
+# ---------------------------------------------------------------- crop
 
 
 def crop_from_matrix(image: Any, M_o2c: np.ndarray, dsize: int = CROP_SIZE,
                      landmarks: Any = None) -> CropResult:
-    """Warp `image` (see as_rgb_u8) with a given M_o2c into a dsize² crop (INTER_LINEAR, border 0)."""
-    img = as_rgb_u8(image)
+    """Warp `image` (see images.to_rgb_u8) with a given M_o2c into a dsize² crop (INTER_LINEAR, border 0)."""
+    img = to_rgb_u8(image)
     M_o2c = np.asarray(M_o2c, dtype=F32)
     crop = warp(img, M_o2c, (dsize, dsize))
     pts = None if landmarks is None else transform_points(_as_points(landmarks), M_o2c)
@@ -247,7 +209,7 @@ def crop_image(image: Any, landmarks: Any, dsize: int = CROP_SIZE, scale: float 
 
 def network_input(crop: np.ndarray, size: int = NETWORK_SIZE) -> np.ndarray:
     """The size² network input of a face crop: cv2.resize with INTER_AREA (uint8 in, uint8 out)."""
-    crop = as_rgb_u8(crop, "crop")
+    crop = to_rgb_u8(crop, "crop")
     if crop.shape[:2] == (size, size):
         return crop
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
@@ -261,7 +223,7 @@ def full_frame_crop(image: Any, dsize: int = CROP_SIZE, landmarks: Any = None) -
     M_c2o lands exactly on the frame. (The reference's no-crop network input is the frame resized
     straight to 256² bilinear: `full_frame_network_input`.)
     """
-    img = as_rgb_u8(image)
+    img = to_rgb_u8(image)
     h, w = img.shape[:2]
     sx, sy = dsize / w, dsize / h
     M_o2c = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], dtype=F32)
@@ -272,16 +234,16 @@ def full_frame_crop(image: Any, dsize: int = CROP_SIZE, landmarks: Any = None) -
 
 def full_frame_network_input(image: Any, size: int = NETWORK_SIZE) -> np.ndarray:
     """Reference no-crop input: the whole frame `cv2.resize`d to size² (bilinear)."""
-    return cv2.resize(as_rgb_u8(image), (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(to_rgb_u8(image), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-# ---------------------------------------------------------------- resize_to_limit (§5)
+# ---------------------------------------------------------------- resize_to_limit
 
 
 def resize_to_limit(image: Any, max_dim: int = 1280, division: int = 2) -> np.ndarray:
     """Shrink so the longer side is ≤ max_dim (bilinear), then trim bottom/right to multiples of
     `division` (skipped if a side would become 0). max_dim ≤ 0 disables the shrink."""
-    img = as_rgb_u8(image, min_size=1)
+    img = to_rgb_u8(image, min_size=1)
     h, w = img.shape[:2]
     if max_dim > 0 and max(h, w) > max_dim:
         if h > w:
@@ -297,7 +259,7 @@ def resize_to_limit(image: Any, max_dim: int = 1280, division: int = 2) -> np.nd
     return np.ascontiguousarray(img[:nh, :nw])
 
 
-# ---------------------------------------------------------------- driving-video boxes (§3)
+# ---------------------------------------------------------------- driving-video boxes
 
 
 def driving_box(landmarks: Any, scale: float = DRIVING.scale, vx_ratio: float = DRIVING.vx_ratio,
@@ -321,7 +283,7 @@ def global_box(boxes: Any) -> np.ndarray:
 
 
 def box_to_matrix(box: Sequence[float], dsize: int = CROP_SIZE) -> np.ndarray:
-    """M_o2c [3,3] float32 of an unrotated box crop, with the reference's arithmetic (§3.4)."""
+    """M_o2c [3,3] float32 of an unrotated box crop, with the reference's arithmetic."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if not x1 - x0 > 0:
         raise InputError(f"box: [x0,y0,x1,y1] = {[x0, y0, x1, y1]} has no width.")
@@ -332,22 +294,14 @@ def box_to_matrix(box: Sequence[float], dsize: int = CROP_SIZE) -> np.ndarray:
     return np.vstack([np.array(m, dtype=F32), np.array([0, 0, 1], dtype=F32)])
 
 
-def crop_driving_video(frames: Sequence[Any], landmarks: Any, dsize: int = CROP_SIZE,
-                       scale: float = DRIVING.scale, vx_ratio: float = DRIVING.vx_ratio,
-                       vy_ratio: float = DRIVING.vy_ratio) -> Tuple[np.ndarray, np.ndarray,
-                                                                   np.ndarray]:
-    """Driving-video auto-crop: one global box (mean of per-frame boxes) for every frame.
-
-    frames: N HxWx3 images; landmarks [N,K,2] (image px). Returns (crops [N,dsize,dsize,3] uint8,
-    M_o2c [3,3] float32 shared by all frames, landmarks [N,K,2] float32 in crop px).
-    """
+def driving_matrix(landmarks: Any, dsize: int = CROP_SIZE, scale: float = DRIVING.scale,
+                   vx_ratio: float = DRIVING.vx_ratio, vy_ratio: float = DRIVING.vy_ratio) -> np.ndarray:
+    """M_o2c [3,3] float32 of the driving-video auto-crop: one unrotated box, the mean of the
+    per-frame boxes of landmarks [N,K,2] (image px), for every frame (the reference's rule)."""
     lmk = np.asarray(landmarks, dtype=F32)
-    if lmk.ndim != 3 or len(lmk) != len(frames):
-        raise InputError(f"landmarks: expected [N,K,2] with N = {len(frames)} frames, got "
-                         f"{tuple(lmk.shape)}.")
-    M = box_to_matrix(global_box(driving_boxes(lmk, scale, vx_ratio, vy_ratio)), dsize)
-    crops = np.stack([warp(as_rgb_u8(f, "frame"), M, (dsize, dsize)) for f in frames])
-    return crops, M, transform_points(lmk, M)
+    if lmk.ndim != 3 or len(lmk) == 0:
+        raise InputError(f"landmarks: expected [N,K,2] per frame, got {tuple(lmk.shape)}.")
+    return box_to_matrix(global_box(driving_boxes(lmk, scale, vx_ratio, vy_ratio)), dsize)
 
 
 # ---------------------------------------------------------------- videos: per-frame crops, smoothing
@@ -397,49 +351,14 @@ def smooth_rects(centers: np.ndarray, sides: np.ndarray, angles: np.ndarray, str
     return c, s, a
 
 
-def smooth_crop_matrices(M_o2c: Any, strength: float, dsize: int = CROP_SIZE
-                         ) -> Tuple[np.ndarray, np.ndarray]:
-    """Temporal smoothing of per-frame similarity crop matrices [N,3,3] (e.g. tracked crops whose
-    landmarks are gone). Each matrix is read back as a rect (centre, side, angle), smoothed by
-    `smooth_rects` and rebuilt. Returns (M_o2c, M_c2o) [N,3,3] float32; strength 0 returns the
-    input matrices."""
-    M = np.asarray(M_o2c, dtype=F32).reshape(-1, 3, 3)
-    if strength == 0 or len(M) < 2:
-        return M, np.stack([invert(m) for m in M])
-    M64 = M.astype(np.float64)
-    a, b = M64[:, 0, 0], M64[:, 0, 1]  # s·cos, s·sin (rows [[a, b, ·], [−b, a, ·]])
-    if not np.allclose(M64[:, 1, 1], a, atol=1e-4 * np.abs(a).max()) or \
-            not np.allclose(M64[:, 1, 0], -b, atol=1e-4 * np.abs(a).max()):
-        raise InputError("M_o2c: only similarity crop matrices (rotation + uniform scale) can be "
-                         "smoothed.")
-    centers = np.linalg.solve(M64[:, :2, :2], (dsize / 2 - M64[:, :2, 2])[..., None])[..., 0]
-    c, side, ang = smooth_rects(centers.astype(F32), (dsize / np.hypot(a, b)).astype(F32),
-                                np.arctan2(b, a), strength)
-    out = np.stack([rect_to_matrix(Rect(ci, si, float(ai)), dsize) for ci, si, ai in
-                    zip(c, side, ang)])
-    return out, np.stack([invert(m) for m in out])
-
-
-def crop_video(frames: Sequence[Any], landmarks: Any, dsize: int = CROP_SIZE,
-               scale: float = SOURCE.scale, vx_ratio: float = SOURCE.vx_ratio,
-               vy_ratio: float = SOURCE.vy_ratio, rotate: bool = True,
-               smoothing: float = 0.0) -> CropResult:
-    """Per-frame crops of a video (the reference's source-video path), optionally smoothed.
-
-    frames: N HxWx3 images ([N,H,W,3] array or list); landmarks [N,K,2] image px per frame.
-    smoothing: see `smooth_rects` (0 = reference: frame i equals crop_image(frames[i], lmk[i])).
-    Returns a CropResult whose fields carry a leading N: crop [N,dsize,dsize,3] uint8,
-    M_o2c / M_c2o [N,3,3] float32, landmarks [N,K,2] float32 crop px.
-    """
+def video_matrices(landmarks: Any, dsize: int = CROP_SIZE, scale: float = SOURCE.scale,
+                   vx_ratio: float = SOURCE.vx_ratio, vy_ratio: float = SOURCE.vy_ratio,
+                   rotate: bool = True, smoothing: float = 0.0) -> np.ndarray:
+    """M_o2c [N,3,3] float32 of per-frame crops of a video (the reference's source-video path)
+    from landmarks [N,K,2] (image px). smoothing: see `smooth_rects` (0 = reference: frame i is
+    cropped as `crop_image(frames[i], landmarks[i])`)."""
     lmk = np.asarray(landmarks, dtype=F32)
-    if lmk.ndim != 3 or len(lmk) != len(frames) or len(lmk) == 0:
-        raise InputError(f"landmarks: expected [N,K,2] with N = {len(frames)} frames, got "
-                         f"{tuple(lmk.shape)}.")
-    centers, sides, angles = smooth_rects(*rects_from_landmarks(lmk, scale, vx_ratio, vy_ratio),
-                                          smoothing)
-    results = [crop_from_matrix(f, rect_to_matrix(Rect(c, s, float(a)), dsize, rotate), dsize, p)
-               for f, c, s, a, p in zip(frames, centers, sides, angles, lmk)]
-    return CropResult(crop=np.stack([r.crop for r in results]),
-                      M_o2c=np.stack([r.M_o2c for r in results]),
-                      M_c2o=np.stack([r.M_c2o for r in results]),
-                      landmarks=np.stack([r.landmarks for r in results]))
+    if lmk.ndim != 3 or len(lmk) == 0:
+        raise InputError(f"landmarks: expected [N,K,2] per frame, got {tuple(lmk.shape)}.")
+    centers, sides, angles = smooth_rects(*rects_from_landmarks(lmk, scale, vx_ratio, vy_ratio), smoothing)
+    return np.stack([rect_to_matrix(Rect(c, s, float(a)), dsize, rotate) for c, s, a in zip(centers, sides, angles)])

@@ -1,6 +1,6 @@
 """LivePortrait's 203-point landmark model (`landmark.onnx`, 224² input) and detector guides.
 
-CROP_AND_PASTE.md §1.3: the face is cropped with `crop_image(img, guide, dsize=224, scale=1.5,
+The face is cropped with `crop_image(img, guide, dsize=224, scale=1.5,
 vy_ratio=-0.1)` (rotation on), fed as RGB float32/255 NCHW to input `'input'`, and output #2
 (`[1,406]`, crop units 0..1) ×224 is mapped back to image pixels with the crop's M_c2o.
 
@@ -13,18 +13,18 @@ depends on the detector's box convention.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..errors import WeightsError
+from ..weights import LANDMARK_FILE
 from .crop import LANDMARK_RUNNER, crop_image, transform_points
 from .detectors.base import DetectedFace
 from .detectors.ort import onnx_session
 
 INPUT_SIZE = 224
 NUM_POINTS = 203
-LANDMARK_FILE = "landmark.onnx"
 
 # Default box → 106-extent calibration: (left, top, right, bottom) offsets in box sides.
 DEFAULT_BOX_TO_EXTENT = (0.08, 0.12, -0.08, 0.0)
@@ -98,14 +98,6 @@ class LandmarkRunner:
         for _ in range(max(int(refine), 0)):
             lmk = self.run(image, lmk)
         return lmk
-
-    @staticmethod
-    def ratios(landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Eye [N,2] and lip [N,1] open ratios of 203-point landmarks [N,203,2] (ARCHITECTURE §8)."""
-        from ..motion import eye_lip_ratios
-
-        eye, lip = eye_lip_ratios(landmarks)
-        return eye.numpy(), lip.numpy()
 
 
 def pseudo_guide(face: DetectedFace,

@@ -1,7 +1,7 @@
-"""Paste-back of animated face crops into the original frames (CROP_AND_PASTE.md §4).
+"""Paste-back of animated face crops into the original frames (docs/ARCHITECTURE.md, Face crops).
 
 Boundary: frames and crops are RGB uint8 numpy arrays (other inputs go through
-`crop.as_rgb_u8`); warps are OpenCV's, as the reference, so the default path reproduces the
+`images.to_rgb_u8`); warps are OpenCV's, as the reference, so the default path reproduces the
 reference bit for bit. Masks are float32 in 0..1.
 
 Reference path (defaults): the 512² template mask (255 inside, a 16-px ramp to 0 at the crop
@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from .crop import CROP_SIZE, F32, as_rgb_u8, warp
+from ..images import to_rgb_u8
+from .crop import CROP_SIZE, F32, warp
 
 TEMPLATE_RAMP = 16  # px of the reference template's border ramp (at crop size 512)
 
@@ -198,7 +199,7 @@ def paste_back(frames: Any, crops: Any, M_c2o: Any, mask: Any = None, feather: f
 
     out = np.empty((f_out, h, w, 3), np.uint8)
     for g in range(f_out):
-        out[g] = as_rgb_u8(pick(frames, g), "frames")
+        out[g] = to_rgb_u8(pick(frames, g), "frames")
     masks = np.zeros((f_out, h, w), F32)
     touched = np.zeros(f_out, bool)
     cache_key, cached = None, None
@@ -219,11 +220,11 @@ def paste_back(frames: Any, crops: Any, M_c2o: Any, mask: Any = None, feather: f
         touched[g] = True
         if m.size == 0:
             continue
-        warped = warp(as_rgb_u8(crops[i], "crops"), crop_to_image_matrix(Mi, s, crop_size),
+        warped = warp(to_rgb_u8(crops[i], "crops"), crop_to_image_matrix(Mi, s, crop_size),
                       (w, h))[rs, cs]
         wf = warped.astype(F32)
         if strength > 0:
-            orig = as_rgb_u8(pick(frames, g), "frames")[rs, cs]
+            orig = to_rgb_u8(pick(frames, g), "frames")[rs, cs]
             wf = match_colors(warped, orig, m >= 0.5, strength)
         m3 = m[..., None]
         blend = m3 * wf + (1 - m3) * out[g, rs, cs].astype(F32)

@@ -1,6 +1,6 @@
 """From user frames to `FaceCrops`: detect, track, landmark and crop every selected face.
 
-`crop_faces` follows the reference (CROP_AND_PASTE.md §2.5, §3) and adds face selection,
+`crop_faces` follows the reference (docs/ARCHITECTURE.md, Face crops) and adds face selection,
 several faces per frame (items = frame × face, tagged with a tracked face id), box smoothing
 and robustness to frames without a face.
 """
@@ -14,39 +14,16 @@ import numpy as np
 import torch
 
 from ..errors import FaceNotFoundError, InputError
-from .crop import (CROP_SIZE, DRIVING, NETWORK_SIZE, SOURCE, CropPreset, Rect, as_rgb_u8,
-                   box_to_matrix, driving_boxes, full_frame_crop, full_frame_network_input,
-                   global_box, invert, parse_rect_from_landmark, rect_to_matrix,
-                   rects_from_landmarks, smooth_rects, transform_points, warp)
+from ..images import frames_to_rgb_u8
+from .crop import (CROP_SIZE, DRIVING, NETWORK_SIZE, SOURCE, CropPreset,
+                   driving_matrix, full_frame_crop, full_frame_network_input, invert, network_input,
+                   parse_rect_from_landmark, rect_to_matrix, transform_points, video_matrices, warp)
 from .crops import FaceCrops
 from .detectors.base import DetectedFace, FaceDetector
 from .landmarks import LandmarkRunner
 from .tracking import FaceTrack, FaceTracker, track_faces
 
 PURPOSES = {"source": SOURCE, "driving": DRIVING}
-
-
-def _frames_u8(frames, name: str) -> List[np.ndarray]:
-    """[F,H,W,C] / [H,W,C] / list of images (uint8 or float 0..1, numpy or torch) → list of RGB u8."""
-    if isinstance(frames, (list, tuple)):
-        out = [as_rgb_u8(f, name) for f in frames]
-    else:
-        if hasattr(frames, "detach"):
-            frames = frames.detach().cpu().numpy()
-        a = np.asarray(frames)
-        if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 3, 4)):  # one image
-            a = a[None]
-        if a.ndim == 3:  # [F,H,W] grey batch
-            a = a[..., None]
-        if a.ndim != 4:
-            raise InputError(f"{name}: expected frames [F,H,W,3], got shape {tuple(a.shape)}.")
-        out = [as_rgb_u8(f, name) for f in a]
-    if not out:
-        raise InputError(f"{name}: no frames given.")
-    shapes = {f.shape for f in out}
-    if len(shapes) > 1:
-        raise InputError(f"{name}: frames of different sizes {sorted(shapes)}; resize them first.")
-    return out
 
 
 def _preset(purpose, scale, vx, vy) -> CropPreset:
@@ -72,9 +49,8 @@ def _detect_preset(mode: str, detector, purpose, scale, vx, vy, name: str) -> Cr
 
 def _to_crops(crops, M_c2o, lmk, frame_index, face_id, hw, crop_size, missing, area: bool):
     """Stack per-item numpy results into FaceCrops (256 inputs via INTER_AREA or bilinear)."""
-    interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
-    net = np.stack([c if c.shape[0] == NETWORK_SIZE else
-                    cv2.resize(c, (NETWORK_SIZE, NETWORK_SIZE), interpolation=interp) for c in crops])
+    net = np.stack([c if c.shape[0] == NETWORK_SIZE else network_input(c) if area else full_frame_network_input(c)
+                    for c in crops])
     return FaceCrops(
         crops=torch.from_numpy(np.ascontiguousarray(net)),
         M_c2o=torch.from_numpy(np.ascontiguousarray(np.stack(M_c2o).astype(np.float32))),
@@ -142,7 +118,7 @@ def crop_faces(frames, detector: Optional[FaceDetector], landmark_runner: Option
     Returns FaceCrops with N = F × faces items, frame-major. Raises FaceNotFoundError (no face
     anywhere, naming `name`; index out of range, giving the number of faces found).
     """
-    imgs = _frames_u8(frames, name)
+    imgs = frames_to_rgb_u8(frames, name)
     if mode == "none":
         return _crop_none(imgs, detector, landmark_runner, crop_size, order, name, progress)
     p = _detect_preset(mode, detector, purpose, scale, vx, vy, name)
@@ -209,7 +185,7 @@ def iter_face_crops(read_chunks: Callable[[], Iterable], detector: Optional[Face
     tracker = FaceTracker(detector, landmark_runner, face_index, order, detect_every, name, progress)
     size = None
     for chunk in read_chunks():
-        imgs = _frames_u8(chunk, name)
+        imgs = frames_to_rgb_u8(chunk, name)
         if size is not None and imgs[0].shape != size:
             raise InputError(f"{name}: frames of different sizes {sorted({size, imgs[0].shape})}; resize them first.")
         size = imgs[0].shape
@@ -222,7 +198,7 @@ def iter_face_crops(read_chunks: Callable[[], Iterable], detector: Optional[Face
     mats_o2c = [_matrices(t, n, purpose, p, rotate, smooth, crop_size) for t in tracks]
     start = 0
     for chunk in read_chunks():
-        imgs = _frames_u8(chunk, name)
+        imgs = frames_to_rgb_u8(chunk, name)
         if start + len(imgs) > n:
             break
         yield _warp_items(imgs, start, tracks, mats_o2c, purpose, crop_size, landmark_runner is not None)
@@ -245,16 +221,12 @@ def concat_crops(parts: Sequence[FaceCrops]) -> FaceCrops:
 
 def _matrices(track: FaceTrack, n_frames: int, purpose, p: CropPreset, rotate: bool,
               smooth: float, crop_size: int) -> np.ndarray:
-    """M_o2c [F,3,3] float32 of one tracked face (the reference's arithmetic, CROP_AND_PASTE §2–3)."""
+    """M_o2c [F,3,3] float32 of one tracked face (the reference's arithmetic)."""
     lmk = track.landmarks
     if purpose == "driving":  # one unrotated box: mean of the per-frame boxes
-        M = box_to_matrix(global_box(driving_boxes(lmk, p.scale, p.vx_ratio, p.vy_ratio)), crop_size)
-        return np.repeat(M[None], n_frames, 0)
+        return np.repeat(driving_matrix(lmk, crop_size, p.scale, p.vx_ratio, p.vy_ratio)[None], n_frames, 0)
     if n_frames == 1 and track.guide106 is not None:
         # reference source image: crop guided by the 106 points (203 points only for ratios)
         rect = parse_rect_from_landmark(track.guide106, p.scale, p.vx_ratio, p.vy_ratio)
         return rect_to_matrix(rect, crop_size, rotate)[None]
-    centers, sides, angles = smooth_rects(*rects_from_landmarks(lmk, p.scale, p.vx_ratio,
-                                                                p.vy_ratio), smooth)
-    return np.stack([rect_to_matrix(Rect(c, s, float(a)), crop_size, rotate)
-                     for c, s, a in zip(centers, sides, angles)])
+    return video_matrices(lmk, crop_size, p.scale, p.vx_ratio, p.vy_ratio, rotate, smooth)

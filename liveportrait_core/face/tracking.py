@@ -1,6 +1,6 @@
 """Faces through the frames of a video: detect once, then follow each face with landmarks.
 
-Reference behaviour (CROP_AND_PASTE.md §2.5, §3): detect on the first frame that has a face,
+Reference behaviour (docs/ARCHITECTURE.md, Face crops): detect on the first frame that has a face,
 then track with the 203-point model (`run(frame, previous 203 points)`), no re-detection.
 
 Additions:
@@ -219,8 +219,14 @@ class FaceTracker:
         return [FaceTrack(k, np.stack(t.per_frame).astype(np.float32), np.array(t.found, bool),
                           t.guide106) for k, t in enumerate(self.live)]
 
+    def _detect(self, frame: np.ndarray) -> List[DetectedFace]:
+        """Faces in the whole of frame `self.n`. A detector with `detect_frame(index, frame)`
+        (faces known per frame, e.g. MediaPipe's) is asked by frame index."""
+        by_index = getattr(self.detector, "detect_frame", None)
+        return by_index(self.n, frame) if by_index is not None else self.detector.detect(frame)
+
     def _look_for_first(self, frame: np.ndarray) -> None:
-        faces = self.detector.detect(frame)
+        faces = self._detect(frame)
         if not faces:
             return
         self.first = self.n
@@ -243,12 +249,14 @@ class FaceTracker:
                 t.per_frame.append(t.lmk)
             return
         lmks = [t.lmk for t in live]
-        # presence check near the tracked faces (full detection when there is no runner)
-        faces = detector.detect(frame) if runner is None else detect_near(detector, frame, lmks)
+        # presence check near the tracked faces (the whole frame when there is no runner, or when
+        # the faces are known per frame anyway)
+        whole = runner is None or hasattr(detector, "detect_frame")
+        faces = self._detect(frame) if whole else detect_near(detector, frame, lmks)
         matches = match_faces(lmks, faces)
         fresh = [False] * len(live)
         if min(matches) < 0:  # lost faces: look in the whole frame (they may have moved)
-            full = faces if runner is None else detector.detect(frame)
+            full = faces if whole else self._detect(frame)
             taken = [faces[j].box for j in matches if j >= 0]
             extra = _rematch([lmks[k] for k, j in enumerate(matches) if j < 0], full, taken)
             it = iter(extra)

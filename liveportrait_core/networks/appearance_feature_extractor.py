@@ -1,4 +1,4 @@
-"""Appearance feature extractor F (ARCHITECTURE.md §2): source crop → 3-D feature volume f_s."""
+"""Appearance feature extractor F (docs/ARCHITECTURE.md, Networks): source crop → 3-D feature volume f_s."""
 from __future__ import annotations
 
 import torch

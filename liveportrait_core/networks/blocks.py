@@ -1,11 +1,11 @@
-"""Shared building blocks of the LivePortrait networks (ARCHITECTURE.md §1).
+"""Shared building blocks of the LivePortrait networks (docs/ARCHITECTURE.md, Networks).
 
 All blocks are inference-only: batch norms always use their running statistics and
 spectral-normalised convs always use the eval-mode weight, whatever `module.training` says, so a
 forgotten `.eval()` can neither change results nor mutate buffers.
 
 Precision policy for modules cast to float16 / bfloat16 (`.to(dtype)`): convolutions and linear
-layers run in the module dtype (except float16 on CPU, see `Conv2d`); numerically sensitive
+layers run in the module dtype (except float16 on CPU, see accel/half.py); numerically sensitive
 reductions (layer-norm statistics, GRN norms, the spectral-norm divisor) are computed in float32
 and cast back (instance norm: PyTorch already accumulates in float32). Outputs keep the input
 dtype. In float32 every block performs the reference's operations in the reference's order.
@@ -16,58 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Conv2d / Conv3d / Linear: `torch.nn` layers (same keys) that compute CPU float16 in float32
+# (reduced-precision storage policy, see accel/half.py); float32 is torch's own computation.
+from ..accel.half import Conv2d, Conv3d, Linear, compute_dtype
+
+__all__ = ["Conv2d", "Conv3d", "Linear", "upcast", "BatchNorm2d", "BatchNorm3d", "LayerNormLast",
+           "LayerNormFirst", "GRN", "instance_norm", "SNConv2d", "SameBlock2d", "DownBlock2d",
+           "DownBlock3d", "UpBlock3d", "ResBlock3d"]
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 → float32; any other dtype unchanged (float64 stays float64)."""
     return x.float() if x.dtype in _LOW_PRECISION else x
-
-
-def _cpu_half(x: torch.Tensor) -> bool:
-    return x.dtype == torch.float16 and x.device.type == "cpu"
-
-
-# --------------------------------------------------------------------------------------------
-# Convolution / linear layers (same keys as torch.nn). PyTorch's CPU float16 convolutions and
-# matmuls have no fast kernels (measured 30-300x slower than float32 here), so for float16
-# tensors on CPU these compute in float32 from the float16-stored weights and round the result
-# back to float16. Other dtypes / devices call the stock implementation unchanged.
-
-
-class _CpuHalfAsFloat:
-    """Mixin for a torch layer with `weight`/`bias`: on CPU, float16 input computes in float32
-    from the float16-stored weights and rounds the result back; anything else is unchanged."""
-
-    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _cpu_half(x):
-            b = None if self.bias is None else self.bias.float()
-            return self._apply_weight(x.float(), self.weight.float(), b).half()
-        return self._apply_weight(x, self.weight, self.bias)
-
-
-class Conv2d(_CpuHalfAsFloat, nn.Conv2d):
-    """`nn.Conv2d` (same keys, same float32/bfloat16 behaviour); CPU float16 computes in float32."""
-
-    def _apply_weight(self, x, weight, bias):
-        return self._conv_forward(x, weight, bias)
-
-
-class Conv3d(_CpuHalfAsFloat, nn.Conv3d):
-    """`nn.Conv3d` (same keys, same float32/bfloat16 behaviour); CPU float16 computes in float32."""
-
-    def _apply_weight(self, x, weight, bias):
-        return self._conv_forward(x, weight, bias)
-
-
-class Linear(_CpuHalfAsFloat, nn.Linear):
-    """`nn.Linear` (same keys, same float32/bfloat16 behaviour); CPU float16 computes in float32."""
-
-    def _apply_weight(self, x, weight, bias):
-        return F.linear(x, weight, bias)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,7 +168,7 @@ class SNConv2d(nn.Module):
         return upcast(self.weight_orig) / self.sigma()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cdt = torch.float32 if _cpu_half(x) else x.dtype  # see Conv2d
+        cdt = compute_dtype(x)  # CPU float16 computes in float32 (accel/half.py)
         w = self.eval_weight().to(cdt)
         b = None if self.bias is None else self.bias.to(cdt)
         return F.conv2d(x.to(cdt), w, b, padding=self.padding).to(x.dtype)

@@ -1,4 +1,4 @@
-"""Motion extractor M (ARCHITECTURE.md §3): ConvNeXt-V2 "tiny" backbone + seven linear heads."""
+"""Motion extractor M (docs/ARCHITECTURE.md, Networks): ConvNeXt-V2 "tiny" backbone + seven linear heads."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""SPADE generator G (ARCHITECTURE.md §5): warped feature (B,256,64,64) → image (B,3,512,512)."""
+"""SPADE generator G (docs/ARCHITECTURE.md, Networks): warped feature (B,256,64,64) → image (B,3,512,512)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Stitching and eye/lip retargeting MLPs (ARCHITECTURE.md §6).
+"""Stitching and eye/lip retargeting MLPs (docs/ARCHITECTURE.md, Networks).
 
 Three plain MLPs `Linear, ReLU, …, Linear` (keys `mlp.0`, `mlp.2`, …). Inputs are flattened
 keypoints `[B,63]` (row-major over `[B,21,3]`) concatenated with ratios; outputs are raw deltas.

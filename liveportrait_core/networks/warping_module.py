@@ -1,4 +1,4 @@
-"""Warping module W with its dense-motion network (ARCHITECTURE.md §4).
+"""Warping module W with its dense-motion network (docs/ARCHITECTURE.md, Networks).
 
 Geometry (coordinate grids, keypoint translations, Gaussian heatmaps, the softmax mask, the
 deformation field and both `grid_sample` calls) is always computed in float32, also when the

@@ -1,4 +1,4 @@
-"""Stand-ins for the ComfyUI core nodes our example workflows use (schemas as in 0.33, §5, §9).
+"""Stand-ins for the ComfyUI core nodes our example workflows use (schemas as in ComfyUI 0.33).
 
 LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo, ImageScaleBy, PreviewImage,
 SaveImage. `MAX_FRAMES` (tests only) caps the frames LoadVideo decodes to keep runs short.

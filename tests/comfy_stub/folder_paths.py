@@ -1,4 +1,4 @@
-"""Stand-in for ComfyUI's `folder_paths` (COMFYUI_GUIDE.md §6).
+"""Stand-in for ComfyUI's `folder_paths` (ComfyUI 0.33's folder_paths.py).
 
 `reset(base_dir)` points every folder at a fresh ComfyUI-like tree (tests call it per test).
 """
@@ -53,7 +53,7 @@ def add_model_folder_path(folder_name: str, full_folder_path: str, is_default: b
         else:
             paths.append(full_folder_path)
     else:
-        # a new name gets an EMPTY extension set, which means "every file" (guide §6)
+        # a new name gets an EMPTY extension set, which means "every file"
         folder_names_and_paths[folder_name] = ([full_folder_path], set())
 
 

@@ -1,4 +1,4 @@
-"""Test helpers playing ComfyUI's part around a pack (COMFYUI_GUIDE.md §1, §2, §10).
+"""Test helpers playing ComfyUI's part around a pack (loading, schema, execution).
 
 - `install()` puts the stand-in modules on sys.path (only tests call it);
 - `load_pack(dir)` imports a pack like `nodes.py: load_custom_node` (module key = its path,

@@ -2,6 +2,8 @@
 
 A detector is any object with `detect(image_rgb_u8 [H,W,3] uint8) -> list[DetectedFace]`
 and a `name`. Boxes and points are in the pixel coordinates of the image that was passed in.
+A detector whose faces are known per frame in advance (mediapipe.py) also has
+`detect_frame(index, frame)`; the tracker then asks it by frame index.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ...errors import InputError
-from ..crop import as_rgb_u8  # noqa: F401  (re-exported: the one image-boundary check)
+from ...images import to_rgb_u8
 
 log = logging.getLogger("liveportrait")
 
@@ -56,7 +58,7 @@ class FaceDetector:
     def detect(self, image_rgb_u8: np.ndarray, name: str = "image") -> List[DetectedFace]:
         """Faces in an RGB uint8 [H,W,3] image (grey/RGBA/float 0..1 are converted; empty or
         1×1 images raise InputError naming `name`). Order: as the backend returns them."""
-        img = as_rgb_u8(image_rgb_u8, name)
+        img = to_rgb_u8(image_rgb_u8, name)
         if min(img.shape[:2]) < MIN_SIDE:
             return []  # too small to hold a face; callers report "no face" with the input name
         return self._detect(img)
@@ -102,7 +104,7 @@ def order_faces(faces: Sequence[DetectedFace], order: str = "large-small") -> Li
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> List[int]:
-    """Greedy NMS with the `+1` pixel area convention (CROP_AND_PASTE.md §1.1 step 4).
+    """Greedy NMS with the `+1` pixel area convention.
 
     boxes [N,4] x0,y0,x1,y1; scores [N]. Returns kept indices, best score first.
     """

@@ -1,6 +1,6 @@
 """InsightFace `buffalo_l` backend: det_10g.onnx (SCRFD-10G) + 2d106det.onnx, run with onnxruntime.
 
-This is the reference pipeline's detector (CROP_AND_PASTE.md §1.1–1.2), decoded exactly as the
+This is the reference pipeline's detector (docs/ARCHITECTURE.md, Face crops), decoded exactly as the
 spec states. LICENCE: the buffalo_l model files are released by InsightFace for
 **non-commercial research use only**; users who need commercial use should pick the `yunet`
 (MIT-licensed model) or `offline` backend instead. This module only reads the files the user
@@ -52,7 +52,7 @@ def find_buffalo_l(model_dir: Optional[str]) -> Tuple[str, List[str]]:
 
 
 def letterbox(img: np.ndarray, size: int) -> Tuple[np.ndarray, float]:
-    """Resize keeping aspect into the top-left of a black size×size canvas (§1.1 step 1)."""
+    """Resize keeping aspect into the top-left of a black size×size canvas."""
     h, w = img.shape[:2]
     if h / w > 1:
         new_h, new_w = size, int(size / (h / w))
@@ -178,7 +178,7 @@ class InsightFaceDetector(FaceDetector):
         return faces
 
     def landmarks106(self, img: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """2d106det on one face box (§1.2) → [106,2] float32 image coordinates."""
+        """2d106det on one face box → [106,2] float32 image coordinates."""
         n = self.lmk_size
         w, h = box[2] - box[0], box[3] - box[1]
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2

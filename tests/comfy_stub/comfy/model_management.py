@@ -1,4 +1,4 @@
-"""Stand-in for `comfy.model_management` (COMFYUI_GUIDE.md §7): a CPU-only ComfyUI.
+"""Stand-in for `comfy.model_management` (ComfyUI 0.33's comfy/model_management.py): a CPU-only ComfyUI.
 
 Tests can inspect `calls` (free_memory / load_models_gpu requests) and trigger Cancel with
 `interrupt_current_processing()`.
@@ -13,7 +13,7 @@ FREE_MEMORY = 8 * 1024 ** 3
 
 
 class InterruptProcessingException(BaseException):
-    """Raised when the user pressed Cancel. A BaseException (guide §7): never catch it."""
+    """Raised when the user pressed Cancel. A BaseException: never catch it."""
 
 
 OOM_EXCEPTION = torch.cuda.OutOfMemoryError

@@ -1,6 +1,6 @@
 """Stand-in for `comfy.utils`: ProgressBar and the global hook `main.py: hijack_progress` installs.
 
-The installed hook (guide §8) checks for Cancel first, then records the update; tests read
+The installed hook checks for Cancel first, then records the update; tests read
 `PROGRESS_EVENTS` (value, total, node_id, has_preview).
 """
 from __future__ import annotations

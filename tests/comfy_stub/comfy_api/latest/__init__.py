@@ -1,4 +1,4 @@
-"""Stand-in for `comfy_api.latest` (COMFYUI_GUIDE.md §4): ComfyExtension, io, ui."""
+"""Stand-in for `comfy_api.latest` (ComfyUI 0.33's comfy_api/latest): ComfyExtension, io, ui."""
 from __future__ import annotations
 
 from . import _io as io

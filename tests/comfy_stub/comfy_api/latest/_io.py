@@ -1,4 +1,4 @@
-"""Stand-in for `comfy_api/latest/_io.py` (COMFYUI_GUIDE.md §4): the V3 schema subset this pack uses.
+"""Stand-in for `comfy_api/latest/_io.py` (ComfyUI 0.33's comfy_api/latest): the V3 schema subset this pack uses.
 
 Signatures follow ComfyUI 0.33 (keyword names, defaults, `as_dict` keys as `/object_info` shows
 them); behaviour that matters to a pack is reproduced: schema validation (unique ids), outputs

@@ -1,7 +1,7 @@
 """Faster float32 convolutions for CPUs without fast bf16: NNPACK's Winograd / FFT kernels,
 and a GEMM-then-shift form for convolutions with very few outputs.
 
-On an AVX2 CPU with no native bfloat16 (measured: emulated bf16 GEMMs ~400× slower than
+On a CPU with no native bfloat16 (where bf16 GEMMs are emulated, hundreds of times slower than
 float32), the only way to make the networks much faster is less arithmetic. PyTorch ships
 NNPACK, whose 3×3 convolutions use Winograd F(6×6, 3×3) (≈5× fewer products) and whose larger
 kernels use tiled FFTs, all in float32 with transforms fused into the GEMM tiles. PyTorch's
@@ -13,13 +13,13 @@ to the stock convolution if NNPACK refuses an input):
   stacked depth slices with kd·K outputs, whose depth taps are summed with the right shift.
 * `ShiftAddConv2d` — a wide-input, few-output Conv2d (W's occlusion head: 2272 → 1, 7×7) as
   one GEMM to K·k² tap maps followed by k² shifted adds; oneDNN's direct kernel ran such a
-  layer at a few GMAC/s (degenerate output dimension), this at GEMM speed.
+  layer far below GEMM speed (degenerate output dimension), this at GEMM speed.
 
 The items of a batch share NNPACK calls on small maps (PACK_PIXELS), placed side by side or
 stacked at multiples of the Winograd tile, so each item is computed exactly as it is alone.
 
 Accuracy: float32 round-off of the transforms only (≈1e-5 relative per layer here, against
-bfloat16's ≈4e-3); used by the 'fast' precision (fast.py), never by 'exact'.
+bfloat16's ≈4e-3); used by the 'fast' precision (accel/derive.py), never by 'exact'.
 """
 from __future__ import annotations
 
@@ -29,17 +29,19 @@ from typing import Tuple
 import torch
 from torch import nn
 
-# Below these NNPACK was slower than oneDNN's direct convolution here (measured per layer of
-# W and G): few output channels, or maps smaller than its 8×8 Winograd tile. W's 3-D
-# convolutions on 8×8 depth slices: NNPACK as fast as oneDNN for one item, 30-40 % faster for
-# a batch of 4 (shared calls); on 4×4 slices 1.4-1.6× slower for one item, so those stay stock.
+from .swap import swap_modules
+
+# Below these NNPACK is slower than oneDNN's direct convolution (timed per layer of W and G;
+# benchmarks/networks.py --dtypes nnpack shows the effect on whole networks): few output
+# channels, or maps smaller than its 8×8 Winograd tile. W's 3-D convolutions on 8×8 depth slices
+# gain when a batch shares calls; on 4×4 slices they stay stock.
 MIN_CHANNELS = 64
 MIN_SIDE = 8
 MIN_SIDE_3D = 8
 WINOGRAD_TILE = 6   # output tile of NNPACK's F(6×6, 3×3)
 # Items share one NNPACK call while together they have at most this many pixels: the per-call
-# kernel transform is then amortised (G at 64²: −25 %), while larger packed images ran no
-# faster per item and slower inside the network (cache), measured.
+# kernel transform is then amortised, while larger packed images run no faster per item and
+# slower inside the network (cache).
 PACK_PIXELS = 4 * 64 * 64
 _init_lock = threading.Lock()
 _available = None
@@ -91,8 +93,7 @@ class NNPackConv2d(nn.Module):
     The items of a batch are placed side by side in one wide image, `pw` shared zero columns
     apart (each item then sees exactly its own zero padding), and computed in one call: NNPACK
     re-transforms the kernels at every call, which at 64² cost about as much as the image
-    (512→512: one 64×64 image 66 ms, two side by side 79 ms, measured), and its own batched
-    path was 2-5× slower per image.
+    (at 64² about as much as the image itself), and its own batched path is slower per image.
     """
 
     def __init__(self, conv: nn.Conv2d):
@@ -162,7 +163,7 @@ class NNPackConv3d(nn.Module):
     stacked into one tall image (each slice between `p` zero rows, so no slice sees its
     neighbours) because NNPACK's single-image path is ~2× faster than its batched one; the
     kd depth taps are stacked as output channels, so the input is transformed once (kd
-    separate calls, one per tap, were 1.3-2.7× slower, measured on W's layers), and output
+    separate calls, one per tap, are slower on W's layers), and output
     slice o adds tap t's map of input slice o + t − pd of the same item.
     """
 
@@ -255,17 +256,15 @@ class ShiftAddConv2d(nn.Module):
         return out
 
 
+def _fast_conv(conv: nn.Module):
+    """The faster float32 version of `conv` (NNPACK where available, shift-add for few-output
+    layers), or None when it has none."""
+    if eligible(conv):
+        return (NNPackConv3d if isinstance(conv, nn.Conv3d) else NNPackConv2d)(conv)
+    return ShiftAddConv2d(conv) if ShiftAddConv2d.eligible(conv) else None
+
+
 def replace_convs(net: nn.Module) -> int:
-    """Swap every eligible Conv2d / Conv3d of `net` (in place) for its faster float32 version
-    (NNPACK where available, shift-add for few-output layers). Returns the number swapped."""
-    n = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent._modules.items()):
-            if eligible(child):
-                parent._modules[name] = (NNPackConv3d if isinstance(child, nn.Conv3d) else NNPackConv2d)(child)
-            elif ShiftAddConv2d.eligible(child):
-                parent._modules[name] = ShiftAddConv2d(child)
-            else:
-                continue
-            n += 1
-    return n
+    """Swap every eligible Conv2d / Conv3d of `net` (in place) for its faster float32 version.
+    Returns the number swapped."""
+    return swap_modules(net, _fast_conv)
