@@ -21,7 +21,7 @@ LIMITS = {
     "pitch": (-360.0, 360.0), "yaw": (-360.0, 360.0), "roll": (-360.0, 360.0),
     "R": (-1.01, 1.01),  # entries of a rotation matrix (float32 rounding above 1)
     "exp": (-100.0, 100.0), "t": (-100.0, 100.0), "kp": (-100.0, 100.0),
-    "scale": (1e-6, 100.0),  # zero or negative collapses / mirrors the face
+    "scale": (0.0, 100.0),  # negative mirrors the face
     "eye_ratio": (-10.0, 10.0), "lip_ratio": (-10.0, 10.0),
 }
 KEYPOINT_LIMIT = 1e4  # |x_s|, |x_d| after composition (normal: < 2)

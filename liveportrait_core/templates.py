@@ -335,6 +335,8 @@ def save_motion(motion: Motion, path, keep: Optional[Mapping[str, Optional[str]]
     if not low.endswith((".pkl", ".pickle", ".safetensors")):
         raise MotionFileError(f"{path}: unknown motion file type; use {PICKLE_EXTENSION} (reference "
                               f"template) or {MOTION_EXTENSION}.")
+    if low.endswith((".pkl", ".pickle")):
+        _single_face(motion, path)
     try:
         check_distinct(path, dict(keep or {}), "motion file")
         exists = probe_output(path, "motion file")
@@ -344,7 +346,6 @@ def save_motion(motion: Motion, path, keep: Optional[Mapping[str, Optional[str]]
         raise MotionFileError(f"{path} exists and is not a motion file (it could be weights or other data); "
                               "it was not replaced. Choose another name.")
     if low.endswith((".pkl", ".pickle")):
-        _single_face(motion, path)
         buf = io.BytesIO()
         _TemplatePickler(buf, protocol=4).dump(_to_template(motion))
         data = buf.getvalue()
