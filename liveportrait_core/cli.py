@@ -220,10 +220,15 @@ def _run(args) -> int:
 
             raise InputError(f"source '{args.source}' is a motion template; the source must be an image, "
                              "a video or a folder of images.")
+        from . import video as vio
+
+        vio.probe(args.source)  # unreadable images / videos are reported before the weights load
         if d_kind == "template":
             from .templates import load_motion
 
             load_motion(args.driving)
+        else:
+            vio.probe(args.driving)
         models = load_models_for(args.weights, args.device)
         out = animate_files(args.source, args.driving, args.output, models, run, note=note,
                             progress_factory=_tqdm_progress)
