@@ -83,11 +83,10 @@ def probe_output(output: str, out_name: str = "output") -> bool:
     if not os.path.isdir(folder):
         raise VideoError(f"{out_name} folder '{folder}' does not exist. Create it or choose another {out_name}.")
     try:
-        tmp = temp_path_for(output)
+        os.remove(temp_path_for(output))  # (temp_path_for removes its file itself if interrupted)
     except OSError as e:
         raise VideoError(f"cannot write {out_name} '{output}': {e.strerror or e} in folder '{folder}'. "
                          f"Choose a folder you can write to.") from None
-    os.remove(tmp)
     exists = os.path.lexists(output)
     if exists and not os.path.isfile(output):
         raise VideoError(f"{out_name} '{output}' exists and is not a regular file; choose another name.")
@@ -103,13 +102,17 @@ def temp_path_for(path: str) -> str:
     if base.lower().endswith(".lpmotion"):  # keep double extensions readable
         base, ext = base[:-len(".lpmotion")], ".lpmotion" + ext
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f"{TEMP_MARK}{ext}", dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file normal permissions
-    except OSError:
-        pass
+    try:  # a signal (SIGTERM → exception) between here and the caller's cleanup must not leave it
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file normal permissions
+        except OSError:
+            pass
+    except BaseException:
+        os.remove(tmp)
+        raise
     return tmp
 
 

@@ -201,11 +201,14 @@ def test_signal_mid_render_leaves_no_temp_file(work, weights_pth, sig, code):
                             cwd=REPO_DIR, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        deadline = time.time() + 300
-        while not temp_files(d):  # the video writer has started: frames are being rendered
+        deadline, seen = time.time() + 300, []
+        # the video writer's .part file (the same one for a second: not the writability probe's,
+        # which lives for microseconds): frames are being rendered
+        while len(seen) < 6 or len(set(seen[-6:])) != 1 or not seen[-1]:
             assert proc.poll() is None, proc.stderr.read()
             assert time.time() < deadline, "the render never started"
             time.sleep(0.2)
+            seen.append(tuple(temp_files(d)))
         proc.send_signal(sig)
         err = proc.communicate(timeout=120)[1]
     finally:
