@@ -28,6 +28,7 @@ from .errors import InputError, MotionFileError, VideoError
 from .extract import extract_motion
 from .face.crops import FaceCrops
 from .progress import CancelFn
+from .paths import as_path, check_distinct, probe_output
 from .render import Animator
 
 from .templates import is_template_path
@@ -48,7 +49,7 @@ class FaceOptions:
     scale: float = 2.3
     vy: float = -0.125
     paste_back: bool = True
-    source_max_dim: int = 1280
+    source_max_dim: int = 1280  # a still source's longer side is shrunk to this (0: never); said in a note
 
 
 @dataclass
@@ -65,9 +66,10 @@ class RunOptions:
     expression_strength: float = 1.0
 
 
-def input_kind(path: str, what: str) -> str:
+def input_kind(path, what: str) -> str:
     """'image', 'video', 'template' or 'keyframes' (a keyframe sequence, .json) for an input path
     (VideoError / InputError otherwise)."""
+    path = as_path(path, what)
     if not os.path.exists(path):
         raise VideoError(f"{what} not found: '{path}'. Check the path.")
     low = path.lower()
@@ -146,17 +148,19 @@ def _iter_crops(read_chunks: Callable[[], Iterable[np.ndarray]], tools: FaceTool
                            progress=track_progress)
 
 
-def lazy_progress(progress_factory, desc: str):
+def lazy_progress(progress_factory, desc: str, total: Optional[int] = None):
     """A progress callable whose bar `progress_factory(total, desc)` is made at its first call
-    (so a pass that never runs shows no bar); None without a factory."""
+    (so a pass that never runs shows no bar); None without a factory. `total`: the number of
+    frames when known beforehand (used while the caller reports None)."""
     if progress_factory is None:
         return None
     bar = []
 
-    def update(done: int, total: Optional[int] = None) -> None:
+    def update(done: int, _total: Optional[int] = None) -> None:
+        t = _total if _total is not None else total
         if not bar:
-            bar.append(progress_factory(total, desc))
-        bar[0](done, total)
+            bar.append(progress_factory(t, desc))
+        bar[0](done, t)
 
     return update
 
@@ -191,14 +195,18 @@ def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptio
     fps = info.fps if kind == "video" else vio.DEFAULT_FPS
     chunk = stream_chunk(run.batch_size)
     parts: List[Motion] = []
+    missing: List[int] = []
     done = 0
     for fc in _iter_crops(lambda: vio.iter_chunks(path, chunk, run.max_frames), tools, run.faces,
                           "driving", crop, track_progress):
         parts.append(extract_motion(models, fc, fps, run.batch_size))
+        missing.extend(fc.missing_frames)
         done += len(fc)
         if progress is not None:
             progress(done, None)
     m = parts[0] if len(parts) == 1 else Motion.concat(parts)
+    if missing:
+        note(no_face_note("driving", missing, done))
     if progress is not None:
         progress(len(m), len(m))
     return m
@@ -224,10 +232,11 @@ class SourceFrames:
             self.reader.close()
 
 
-def source_crops(path: str, kind: str, tools: FaceTools, run: RunOptions, track_progress=None) -> tuple:
+def source_crops(path: str, kind: str, tools: FaceTools, run: RunOptions, track_progress=None,
+                 note: Optional[NOTE] = None) -> tuple:
     """Source face crops, fps and the frames to paste back into: (FaceCrops, fps, SourceFrames).
 
-    A still image is shrunk to source_max_dim (even sizes) when cropping; a video or folder is
+    A still image is shrunk to source_max_dim when cropping (said in `note`); a video or folder is
     streamed twice (tracking, then crops) and only its 256² crops are kept;
     track_progress(frames tracked, None) after every frame of the tracking pass.
     """
@@ -240,17 +249,50 @@ def source_crops(path: str, kind: str, tools: FaceTools, run: RunOptions, track_
     if kind == "image":
         img = vio.read_image(path)
         if run.faces.crop:
-            img = resize_to_limit(img, run.faces.source_max_dim, 2)
+            h, w = img.shape[:2]
+            limit = int(run.faces.source_max_dim or 0)
+            # no trimming to even sizes: an image output keeps every row (a video writer pads)
+            img = resize_to_limit(img, limit, 1)
+            if img.shape[:2] != (h, w) and note is not None:
+                note(f"source '{path}' is {w}x{h}; it is animated at {img.shape[1]}x{img.shape[0]} (longer "
+                     f"side limited to {limit} pixels; --max-source-side N changes the limit, 0 keeps the "
+                     "full size but needs more memory and time).")
         crops = concat_crops(list(_iter_crops(lambda: [img[None]], tools, run.faces, "source", run.faces.crop)))
         return crops, vio.DEFAULT_FPS, SourceFrames(image=img)
     fps = vio.probe(path).fps
     chunk = stream_chunk(run.batch_size)
     parts = list(_iter_crops(lambda: vio.iter_chunks(path, chunk, run.max_frames), tools, run.faces,
                              "source", run.faces.crop, track_progress))
-    return concat_crops(parts), fps, SourceFrames(path=path, max_frames=run.max_frames)
+    crops = concat_crops(parts)
+    if crops.missing_frames and note is not None:
+        note(no_face_note("source", crops.missing_frames, int(crops.frame_index.max()) + 1))
+    return crops, fps, SourceFrames(path=path, max_frames=run.max_frames)
 
 
-def load_models_for(weights: str, device: str):
+def frame_ranges(frames) -> str:
+    """'0-2, 7, 10-11' for frame numbers [0, 1, 2, 7, 10, 11]."""
+    out, items = [], sorted(set(int(f) for f in frames))
+    i = 0
+    while i < len(items):
+        j = i
+        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
+            j += 1
+        out.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
+        i = j + 1
+    if len(out) > 12:
+        out = out[:12] + [f"… ({len(out) - 12} more ranges)"]
+    return ", ".join(out)
+
+
+def no_face_note(side: str, missing, total: int) -> str:
+    """The note for frames of `side` where no face was found (their crop reused a neighbour's)."""
+    n = len(set(int(m) for m in missing))
+    return (f"{side}: no face found in {n} of {total} frame(s) (frames {frame_ranges(missing)}, counted "
+            "from 0); they use the crop of the nearest frame with a face. Cut those frames or try "
+            "another --detector if the motion looks wrong there.")
+
+
+def load_models_for(weights, device: str):
     from .weights import load_models
 
     dev = resolve_device(device)
@@ -272,34 +314,61 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return dev
 
 
-def check_output_path(output: str) -> None:
-    """Fail early (before any work) when `output` is not a writable video or image path."""
+def check_output_path(output, inputs: Optional[dict] = None) -> bool:
+    """Fail early (before any work) when `output` is not a writable video or image path, or is
+    the same file as one of `inputs` (name → path). Returns True when `output` exists already
+    (it is replaced by a complete file only at the end)."""
+    output = as_path(output, "output")
     low = output.lower()
     if not low.endswith(vio.VIDEO_EXTS + vio.IMAGE_EXTS) or low.endswith(".gif"):
         raise InputError(f"output '{output}': use a video name (.mp4) or, for a single frame, an image name (.png/.jpg).")
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise VideoError(f"output folder '{folder}' does not exist. Create it or choose another --output.")
+    check_distinct(output, inputs or {})
+    return probe_output(output)
 
 
-def animate_files(source: str, driving: str, output: str, models, run: RunOptions,
+def _check_models(models) -> None:
+    if models is None or not hasattr(models, "motion_extractor"):
+        raise InputError(f"models: expected the LivePortraitModels returned by load_models(weights_folder), got "
+                         f"{'None' if models is None else type(models).__name__}.")
+
+
+def _check_run(run) -> RunOptions:
+    if run is None:
+        return RunOptions()
+    if not isinstance(run, RunOptions):
+        raise InputError(f"run: expected RunOptions (or None for the defaults), got {type(run).__name__}.")
+    return run
+
+
+def animate_files(source, driving, output, models, run: Optional[RunOptions] = None,
                   note: NOTE = print, progress_factory=None, cancel: Optional[CancelFn] = None) -> str:
-    """Animate `source` with `driving` and write `output` (see module doc). Returns `output`.
+    """Animate `source` with `driving` and write `output` (see module doc). Returns `output` (str).
 
+    source / driving / output: str or os.PathLike. run: RunOptions (None: defaults).
+    Refused before any work (LivePortraitError): wrong argument types, `output` the same file
+    as `source` or `driving`, an output that cannot be written. An existing `output` is
+    replaced by the complete new file at the end (a note says so).
     progress_factory(total, desc) → callable(done, total) (e.g. a tqdm adapter) or None.
     cancel: the check of progress.py, polled between rendered frames (the CLI stops on Ctrl-C
     instead; either way the output is not written and the process state is restored).
     """
-    check_output_path(output)
+    source, driving = as_path(source, "source"), as_path(driving, "driving")
+    output = as_path(output, "output")
+    run = _check_run(run)
+    _check_models(models)
     s_kind, d_kind = input_kind(source, "source"), input_kind(driving, "driving")
+    replaced = check_output_path(output, {"source": source, "driving": driving})
     run.compose.validate()
     tools = FaceTools(models, run.faces, note)
+    totals = {side: (vio.count_frames(p, run.max_frames) if k != "template" else None)
+              for side, p, k in (("source", source, s_kind), ("driving", driving, d_kind))}
     src_crops, src_fps, src_frames = source_crops(source, s_kind, tools, run,
-                                                  lazy_progress(progress_factory, "tracking source faces"))
+                                                  lazy_progress(progress_factory, "tracking source faces",
+                                                                totals["source"]), note=note)
     src_motion = extract_motion(models, src_crops, src_fps, run.batch_size)
     drv_motion = driving_motion(driving, d_kind, models, tools, run, note,
-                                lazy_progress(progress_factory, "driving motion"),
-                                lazy_progress(progress_factory, "tracking driving faces"))
+                                lazy_progress(progress_factory, "driving motion", totals["driving"]),
+                                lazy_progress(progress_factory, "tracking driving faces", totals["driving"]))
     options = run.compose
     if run.expression:  # edits on top of the driving; the anchor moves into the motion
         from .editing import edit_driving
@@ -342,39 +411,73 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
                 yield out
             done += b
 
+    if not is_image_out and paste:
+        h, w = (src_frames.image.shape[:2] if src_frames.image is not None else src_crops.image_size)
+        if h % 2 or w % 2:
+            note(f"the source is {w}x{h}: H.264 video needs even sizes, so the video is {w + w % 2}x{h + h % 2} "
+                 "(the last row/column repeated); use a .png output for a single frame at the exact size.")
     try:
         if is_image_out:
             img = np.concatenate(list(finished(chunks)))
-            return vio.write_image(output, img[0])
-        fps = plan.fps if plan.fps and plan.fps > 0 else vio.DEFAULT_FPS
-        with vio.VideoWriter(output, fps, audio_from=audio) as writer:
-            for w in writer.warnings:
-                note(w)
-            for out in finished(chunks):
-                writer.write(out)
+            vio.write_image(output, img[0])
+        else:
+            fps = plan.fps if plan.fps and plan.fps > 0 else vio.DEFAULT_FPS
+            with vio.VideoWriter(output, fps, audio_from=audio) as writer:
+                for w in writer.warnings:
+                    note(w)
+                for out in finished(chunks):
+                    writer.write(out)
+        if replaced:
+            note(f"replaced the existing '{output}' with the new result.")
         return output
     finally:
         src_frames.close()
 
 
-def extract_motion_file(driving: str, output: str, models, run: RunOptions, note: NOTE = print,
-                        progress_factory=None) -> str:
-    """Driving video / image / folder → motion template at `output` (.pkl or .lpmotion.safetensors)."""
-    from .templates import save_motion
+def check_motion_output(output, driving=None) -> bool:
+    """Fail early when `output` is not a writable .pkl / .lpmotion.safetensors path, is the same
+    file as `driving`, or is an existing file that is not a motion file. True when it exists."""
+    from .templates import _is_motion_file
 
+    output = as_path(output, "output")
     if not is_template_path(output):
         raise MotionFileError(f"output '{output}': use a .pkl (reference template) or .lpmotion.safetensors name.")
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise MotionFileError(f"output folder '{folder}' does not exist.")
+    check_distinct(output, {"driving": driving})
+    try:
+        exists = probe_output(output)
+    except VideoError as e:
+        raise MotionFileError(str(e)) from None
+    if exists and not _is_motion_file(output):
+        raise MotionFileError(f"output '{output}' exists and is not a motion file (it could be weights or other "
+                              "data); it was not replaced. Choose another name.")
+    return exists
+
+
+def extract_motion_file(driving, output, models, run: Optional[RunOptions] = None, note: NOTE = print,
+                        progress_factory=None) -> str:
+    """Driving video / image / folder → motion template at `output` (.pkl or .lpmotion.safetensors).
+
+    driving / output: str or os.PathLike; run None: defaults. Refused before any work like
+    `animate_files` (and an existing non-motion file at `output` is never replaced)."""
+    from .templates import save_motion
+
+    driving, output = as_path(driving, "driving"), as_path(output, "output")
+    run = _check_run(run)
+    _check_models(models)
     kind = input_kind(driving, "driving")
     if kind == "template":
         raise InputError(f"driving '{driving}' already is a motion template.")
     if kind == "keyframes":
         raise InputError(f"driving '{driving}' is a keyframe sequence, not a video: it has no motion to extract.")
+    replaced = check_motion_output(output, driving)
     tools = FaceTools(models, run.faces, note)
-    motion = driving_motion(driving, kind, models, tools, run, note, lazy_progress(progress_factory, "driving motion"),
-                            lazy_progress(progress_factory, "tracking driving faces"))
+    total = vio.count_frames(driving, run.max_frames)
+    motion = driving_motion(driving, kind, models, tools, run, note,
+                            lazy_progress(progress_factory, "driving motion", total),
+                            lazy_progress(progress_factory, "tracking driving faces", total))
     if motion.eye_ratio is None:
         note("the template has no eye/lip ratio lists (no landmark model): it cannot drive eye/lip retargeting.")
-    return save_motion(motion, output)
+    out = save_motion(motion, output, keep={"driving": driving})
+    if replaced:
+        note(f"replaced the existing '{output}' with the new motion.")
+    return out

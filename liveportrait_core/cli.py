@@ -4,12 +4,19 @@
 (`*.keyframes.json`, see docs/MOTION.md "Keyframes").
 
 Every user error ends with one line on stderr ("error: …") and exit code 2 (bad arguments)
-or 1 (bad input files / weights / no face); nothing is left at the output path.
+or 1 (bad input files / weights / no face); nothing is left at the output path. Ctrl-C exits
+with 130 and SIGTERM with 143, both after removing the temporary output file.
+
+Outputs: an --output equal to an input (also through a link or another spelling) is refused;
+an unwritable destination is found before any frame is rendered; an existing output file is
+replaced by the complete new file at the very end (written to a hidden `.part` file in the same
+folder, then renamed), and a note says it was replaced.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, List, Optional
 
@@ -17,7 +24,11 @@ if TYPE_CHECKING:
     from .compose_options import ComposeOptions
 
 DEFAULT_WEIGHTS = os.environ.get("LIVEPORTRAIT_WEIGHTS", "pretrained_weights")
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so every `finally` / `with` cleans up (temp files)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,6 +108,16 @@ def compose_options_from_args(args) -> "ComposeOptions":
     return ComposeOptions(**{s.field: getattr(args, s.field) for s in COMPOSE_OPTIONS if s.cli_flag})
 
 
+def _side(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if v != 0 and v < 256:
+        raise argparse.ArgumentTypeError(f"expected 0 (no limit) or at least 256 pixels, got {v}")
+    return v
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and compute")
     g.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="DIR",
@@ -117,7 +138,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     f.add_argument("--detector", default="offline", choices=["offline", "insightface", "yunet", "opencv-haar", "dlib-hog"],
                    help="face detector: offline (no download, OpenCV/dlib), insightface (reference quality, "
                         "non-commercial licence, needs its models), yunet (default: offline)")
-    f.add_argument("--detector-dir", default=None, metavar="DIR", help="folder of the detector's model files")
+    f.add_argument("--detector-dir", default=None, metavar="DIR",
+                   help="folder of the detector's model files (insightface: ComfyUI's models/insightface, a "
+                        "folder holding buffalo_l/, or the buffalo_l folder itself; yunet: where its .onnx is kept)")
     f.add_argument("--crop-driving", dest="crop_driving", action="store_true", default=None,
                    help="auto-crop the driving video to the face (default: only when it is not square)")
     f.add_argument("--no-crop-driving", dest="crop_driving", action="store_false",
@@ -152,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--expression-strength", type=_non_negative, default=1.0, metavar="X",
                    help="scale the preset's changes (default 1.0; 0 = no change)")
     o = a.add_argument_group("output")
+    o.add_argument("--max-source-side", type=_side, default=1280, metavar="PX",
+                   help="a source photo larger than this on its longer side is shrunk to it before animating "
+                        "(said in a note); 0 = never (default: 1280, as the reference)")
     o.add_argument("--no-paste-back", dest="paste_back", action="store_false",
                    help="write the 512x512 animated face crops instead of pasting them into the source")
     o.add_argument("--no-audio", dest="keep_audio", action="store_false",
@@ -202,6 +228,8 @@ def _run(args) -> int:
 
     faces = FaceOptions(crop=not args.no_crop, detector=args.detector, detector_dir=args.detector_dir,
                         crop_driving=args.crop_driving, paste_back=getattr(args, "paste_back", True))
+    if getattr(args, "max_source_side", None) is not None:
+        faces.source_max_dim = args.max_source_side
     run = RunOptions(batch_size=args.batch_size, device=args.device, max_frames=args.max_frames, faces=faces)
     if args.command == "animate":
         run.precision, run.keep_audio = args.precision, args.keep_audio
@@ -213,14 +241,18 @@ def _run(args) -> int:
             run.expression, run.expression_strength = load_preset(args.expression), args.expression_strength
         from .animate import check_output_path, input_kind
 
-        check_output_path(args.output)  # fail on bad inputs before loading weights
+        # fail on bad inputs and outputs before loading weights
         s_kind, d_kind = input_kind(args.source, "source"), input_kind(args.driving, "driving")
+        check_output_path(args.output, {"source": args.source, "driving": args.driving})
         if s_kind in ("template", "keyframes"):
             from .errors import InputError
 
             what = "a motion template" if s_kind == "template" else "a keyframe sequence"
             raise InputError(f"source '{args.source}' is {what}; the source must be an image, "
                              "a video or a folder of images.")
+        from . import video as vio
+
+        vio.probe(args.source)  # unreadable images / videos are reported before the weights load
         if d_kind == "template":
             from .templates import load_motion
 
@@ -229,10 +261,16 @@ def _run(args) -> int:
             from .editing.keyframes import load_sequence
 
             load_sequence(args.driving)
+        else:
+            vio.probe(args.driving)
         models = load_models_for(args.weights, args.device)
         out = animate_files(args.source, args.driving, args.output, models, run, note=note,
                             progress_factory=_tqdm_progress)
     else:
+        from .animate import check_motion_output, input_kind
+
+        if input_kind(args.driving, "driving") != "template":  # (a template is refused below)
+            check_motion_output(args.output, args.driving)
         models = load_models_for(args.weights, args.device)
         out = extract_motion_file(args.driving, args.output, models, run, note=note,
                                   progress_factory=_tqdm_progress)
@@ -256,13 +294,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.simplefilter("ignore", UserWarning)  # library warnings are turned into notes where useful
     from .errors import LivePortraitError
 
+    old_term = _install_sigterm()
     try:
         return _run(args)
     except LivePortraitError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print("error: terminated (SIGTERM); no output written (an existing output file is unchanged).",
+              file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("error: interrupted; no output written.", file=sys.stderr)
+        print("error: interrupted; no output written (an existing output file is unchanged).", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MemoryError:
         print("error: out of memory; try a smaller --batch-size or --max-frames.", file=sys.stderr)
@@ -273,3 +316,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"error: unexpected {type(e).__name__}: {msg} (set LP_DEBUG=1 for details)", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if old_term is not _NOT_INSTALLED:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _install_sigterm():
+    """Turn SIGTERM into a `Terminated` exception (main thread only); returns the old handler."""
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):  # not the main thread (e.g. main() called from a worker)
+        return _NOT_INSTALLED
+
+
+_NOT_INSTALLED = object()

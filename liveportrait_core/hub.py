@@ -10,9 +10,10 @@ Either result loads with `weights.load_models(folder)` (animal: `folder/liveport
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import WeightsError, short_reason
 from .models import BASE_NETWORKS
@@ -67,6 +68,25 @@ def missing_files(folder: str, layout: str = "auto", animal: bool = False) -> li
     return best or []
 
 
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """Silence huggingface_hub's own log lines for the duration: offline, it logs every retry
+    of every request (twice when the root logger prints too), 20+ lines before failing. The
+    caller logs one progress line before and reports the final outcome once. (Its loggers
+    inherit the level of the `huggingface_hub` logger, whatever handlers it adds meanwhile.)"""
+    try:  # its logging module configures (handler + level) when first imported: do it first
+        import huggingface_hub.utils.logging  # noqa: F401
+    except ImportError:
+        pass
+    hub_log = logging.getLogger("huggingface_hub")
+    old_level = hub_log.level
+    hub_log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(old_level)
+
+
 def _manual_instructions(repo: str, files: list[str], folder: str) -> str:
     lines = [f"  https://huggingface.co/{repo}/resolve/main/{f}  ->  {os.path.join(folder, f)}"
              for f in files]
@@ -82,8 +102,12 @@ def download_models(folder: str, layout: str = "safetensors", progress: bool = T
     progress: show huggingface_hub's per-file progress bars. callback(done, total, filename) is
     called before each file and once at the end (e.g. for a ComfyUI progress bar).
     Offline, huggingface_hub missing, or any download failure → WeightsError listing the exact
-    files still missing, their URLs and where to put them.
+    files still missing, their URLs and where to put them. huggingface_hub's retry messages
+    are replaced by one line (see `quiet_hub`).
     """
+    from .weights import _weights_path
+
+    folder = _weights_path(folder, "weights folder")
     if layout not in REPOS:
         raise WeightsError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
     repo = REPOS[layout]
@@ -105,12 +129,16 @@ def download_models(folder: str, layout: str = "safetensors", progress: bool = T
     done: list[str] = []
     try:
         os.makedirs(folder, exist_ok=True)
-        for i, name in enumerate(todo):
-            if callback is not None:
-                callback(i, len(todo), name)
-            log.info("LivePortrait: downloading %s from %s into %s", name, repo, folder)
-            huggingface_hub.hf_hub_download(repo_id=repo, filename=name, local_dir=folder)
-            done.append(name)
+        # the one progress line (huggingface_hub's per-file bars follow when online)
+        log.warning("LivePortrait: downloading %d file(s) from huggingface.co/%s into %s …",
+                    len(todo), repo, folder)
+        with quiet_hub():
+            for i, name in enumerate(todo):
+                if callback is not None:
+                    callback(i, len(todo), name)
+                log.info("LivePortrait: downloading %s from %s into %s", name, repo, folder)
+                huggingface_hub.hf_hub_download(repo_id=repo, filename=name, local_dir=folder)
+                done.append(name)
         if callback is not None:
             callback(len(todo), len(todo), "")
     except Exception as e:  # offline, HTTP error, disk full, …: one actionable message

@@ -17,6 +17,7 @@ from .accel.denormal import flush_denormal
 from .accel.heap import keep_freed_memory
 from .accel.precision import resolve_dtype
 from .accel.prepared import compute_input, prepare_networks
+from .checks import check_finite_keypoints
 from .compose import KeypointPlan
 from .errors import InputError
 from .face.crops import FaceCrops
@@ -142,6 +143,8 @@ class Animator:
                 f"keypoint plan refers to source item {int(idx.max())}, but the source has {n_src} item(s). "
                 "Use the face crops the source motion was extracted from."
             )
+        # NaN / inf keypoints (a damaged motion) would be rendered as black frames: refuse first.
+        check_finite_keypoints(plan.x_s, plan.x_d)
         cache = _FeatureCache(self, source, idx, feats_given, self.max_cached_features)
         done = 0
         if progress is not None:

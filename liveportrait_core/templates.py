@@ -23,15 +23,16 @@ import math
 import os
 import pickle
 import struct
-import uuid
 import warnings
-from typing import Any
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 
+from .checks import check_finite_motion
 from .errors import LivePortraitError, MotionFileError
 from .motion import NUM_KP, Motion
+from .paths import as_path, check_distinct, probe_output, write_bytes_atomic
 
 MOTION_EXTENSION = ".lpmotion.safetensors"  # our format's name; any *.safetensors is read/written as ours
 PICKLE_EXTENSION = ".pkl"
@@ -296,9 +297,11 @@ def load_motion(path: str) -> Motion:
     `eye_ratio` / `lip_ratio` None. Any unreadable, truncated, unsafe or foreign file raises
     MotionFileError; nothing inside a file is ever executed.
     """
-    path = os.fspath(path)
+    path = _motion_path(path, "motion file")
+    if os.path.isdir(path):
+        raise MotionFileError(f"motion file {path} is a folder; give a .pkl or {MOTION_EXTENSION} file.")
     if not os.path.isfile(path):
-        raise MotionFileError(f"motion file not found: {path}")
+        raise MotionFileError(f"motion file not found: {path}. Check the path.")
     size = os.path.getsize(path)
     if size > _MAX_BYTES:  # a 1-hour 60 fps template is ~100 MB; larger is not a motion file
         raise MotionFileError(f"{path}: {size / 2**20:.0f} MB is too large for a motion file.")
@@ -310,28 +313,70 @@ def load_motion(path: str) -> Motion:
     if not data:
         raise MotionFileError(f"{path}: the motion file is empty.")
     if _is_safetensors(data):  # unambiguous: a pickle never starts with a small u64 + '{'
-        return _from_safetensors(data, path)
+        m = _from_safetensors(data, path)
+    else:
+        try:
+            m = _from_template(_unpickle(data, path), path)
+        except MotionFileError:
+            raise
+        except LivePortraitError as e:  # e.g. inconsistent shapes caught by Motion.validate
+            raise MotionFileError(f"{path}: {e}") from None
+    check_finite_motion(m, path)  # NaN / inf / absurd values would render black faces
+    return m
+
+
+def _motion_path(path, what: str) -> str:
     try:
-        return _from_template(_unpickle(data, path), path)
-    except MotionFileError:
-        raise
-    except LivePortraitError as e:  # e.g. inconsistent shapes caught by Motion.validate
-        raise MotionFileError(f"{path}: {e}") from None
+        return as_path(path, what)
+    except LivePortraitError as e:
+        raise MotionFileError(str(e)) from None
 
 
-def save_motion(motion: Motion, path: str) -> str:
-    """Write `motion` to `path`: `.pkl` → reference template (protocol 4, current key names,
-    `kp`/`x_s` when known, ratio lists when known, single face); `.safetensors` (use
-    `.lpmotion.safetensors`) → our exact format. Written to a temporary file and renamed, so an
-    existing file is only replaced by a complete one. Returns `path`."""
-    path = os.fspath(path)
+def _is_motion_file(path: str) -> bool:
+    """True when `path` is a motion file this module reads (so replacing it loses no other kind of data)."""
+    try:
+        load_motion(path)
+        return True
+    except LivePortraitError:
+        return False
+
+
+def save_motion(motion: Motion, path, keep: Optional[Mapping[str, Optional[str]]] = None) -> str:
+    """Write `motion` to `path` (str or os.PathLike): `.pkl` → reference template (protocol 4,
+    current key names, `kp`/`x_s` when known, ratio lists when known, single face);
+    `.safetensors` (use `.lpmotion.safetensors`) → our exact format. Returns `path` as a str.
+
+    Written to a temporary file in the same folder and moved over `path` (os.replace), so an
+    existing motion file is only replaced by a complete one and nothing is left on failure.
+    Refused (MotionFileError, nothing written): NaN / inf / absurd values; `path` a folder or
+    an existing file that is not a motion file (e.g. a weights .safetensors); `path` the same
+    file as one of `keep` (name → path, e.g. {"driving": video}).
+    """
+    from .motion import Motion as _Motion
+
+    path = _motion_path(path, "motion file to write")
+    if not isinstance(motion, _Motion):
+        raise MotionFileError(f"save_motion: expected a Motion, got {type(motion).__name__}.")
     low = path.lower()
     try:
         motion.validate("motion to save")
     except LivePortraitError as e:
         raise MotionFileError(str(e)) from None
+    check_finite_motion(motion, f"motion to save as {path}")
+    if not low.endswith((".pkl", ".pickle", ".safetensors")):
+        raise MotionFileError(f"{path}: unknown motion file type; use {PICKLE_EXTENSION} (reference "
+                              f"template) or {MOTION_EXTENSION}.")
     if low.endswith(PICKLE_EXTENSIONS):
         _single_face(motion, path)
+    try:
+        check_distinct(path, dict(keep or {}), "motion file")
+        exists = probe_output(path, "motion file")
+    except LivePortraitError as e:
+        raise MotionFileError(str(e)) from None
+    if exists and not _is_motion_file(path):
+        raise MotionFileError(f"{path} exists and is not a motion file (it could be weights or other data); "
+                              "it was not replaced. Choose another name.")
+    if low.endswith(PICKLE_EXTENSIONS):
         dropped = [k for k in ("anchor",) + _EDIT_FIELDS if getattr(motion, k) is not None]
         if dropped:
             warnings.warn(f"{path}: a .pkl template cannot hold {', '.join(dropped)} (editing data); they are "
@@ -339,21 +384,10 @@ def save_motion(motion: Motion, path: str) -> str:
         buf = io.BytesIO()
         _TemplatePickler(buf, protocol=4).dump(_to_template(motion))
         data = buf.getvalue()
-    elif low.endswith(".safetensors"):
-        data = _to_safetensors(motion)
     else:
-        raise MotionFileError(f"{path}: unknown motion file type; use {PICKLE_EXTENSION} (reference "
-                              f"template) or {MOTION_EXTENSION}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise MotionFileError(f"cannot save motion: folder {folder} does not exist.")
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:  # 0o666 & umask like any new file (mkstemp would make it private)
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        data = _to_safetensors(motion)
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as e:
+        raise MotionFileError(f"cannot write motion file {path}: {e.strerror or e}.") from None
     return path

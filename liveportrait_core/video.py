@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from .errors import VideoError
 from .images import batch_to_u8, to_rgb_u8
+from .paths import as_path, probe_output, temp_path_for
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -41,7 +41,9 @@ def sequence_files(folder: str) -> List[str]:
 
 def read_image(path: str) -> np.ndarray:
     """One still image as RGB uint8 `[H,W,3]` (grey and RGBA are converted)."""
-    path = str(path)
+    path = as_path(path, "image")
+    if os.path.isdir(path):
+        raise VideoError(f"Image '{path}' is a folder; give an image file.")
     if not os.path.isfile(path):
         raise VideoError(f"Image not found: '{path}'. Check the path.")
     try:
@@ -51,8 +53,12 @@ def read_image(path: str) -> np.ndarray:
         if img.ndim == 4:  # animated formats: first frame
             img = img[0]
         img = to_rgb_u8(img, path, min_size=1)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
-        raise VideoError(f"Cannot read image '{path}': it is corrupted or not an image ({exc}).") from None
+    except Exception:  # noqa: BLE001 - any decoder failure is a bad file for the user
+        # imageio's own text is advice about installing plugins, which misleads here: the file
+        # is not an image any decoder knows (text, truncated, another format renamed).
+        raise VideoError(f"Cannot read image '{path}': it is not an image, or it is corrupted "
+                         f"(no decoder understands its content). Use a {'/'.join(e[1:] for e in IMAGE_EXTS[:3])} "
+                         "photo.") from None
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise VideoError(f"Image '{path}' is empty.")
     return img
@@ -90,7 +96,7 @@ def _ffmpeg_reader(path: str):
 
 def probe(path: str) -> VideoInfo:
     """fps, size and audio presence of a video file, image folder or still image."""
-    path = str(path)
+    path = as_path(path, "video")
     if not os.path.exists(path):
         raise VideoError(f"Video not found: '{path}'. Check the path.")
     if os.path.isdir(path):
@@ -114,7 +120,7 @@ def iter_frames(path: str, max_frames: Optional[int] = None) -> Iterator[np.ndar
     Streaming: only one frame is decoded at a time. Raises VideoError for a missing,
     corrupted or frame-less input (also when the error happens mid-stream).
     """
-    path = str(path)
+    path = as_path(path, "video")
     if max_frames is not None and max_frames <= 0:
         return
     if not os.path.exists(path):
@@ -244,22 +250,13 @@ class FrameReader:
 
 
 def _temp_path_for(path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".part{ext}", dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file normal permissions
-    return tmp
+    return temp_path_for(path)
 
 
 def _check_output_folder(path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise VideoError(f"Output folder '{folder}' does not exist. Create it or choose another --output.")
-    if not os.access(folder, os.W_OK):
-        raise VideoError(f"Output folder '{folder}' is not writable.")
+    """VideoError unless a file can be created at `path` (folder exists, is writable, `path` is
+    not a folder) — checked by creating and deleting a temporary file there."""
+    probe_output(path)
 
 
 class VideoWriter:
@@ -280,7 +277,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str, fps: float, audio_from: Optional[str] = None, crf: int = 18):
-        self.path = str(path)
+        self.path = as_path(path, "output video")
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = int(crf)
         self.audio_from = audio_from
@@ -385,6 +382,7 @@ class VideoWriter:
 
 def write_image(path: str, image) -> str:
     """Write one RGB image (uint8 or float 0..1, `[H,W,3]` or `[1,H,W,3]`) via a temp file + rename."""
+    path = as_path(path, "output image")
     arr = batch_to_u8(image, "image")[0]
     _check_output_folder(path)
     ext = _ext(path)
@@ -400,10 +398,33 @@ def write_image(path: str, image) -> str:
         with open(tmp, "wb") as f:
             f.write(buf.tobytes())
         os.replace(tmp, path)
+    except OSError as e:
+        raise VideoError(f"Writing '{path}' failed: {e.strerror or e}.") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def count_frames(path: str, max_frames: Optional[int] = None) -> Optional[int]:
+    """Number of frames of a video file / image folder / image (capped at max_frames), or None
+    when it cannot be known cheaply. Video files: ffmpeg counts packets without decoding."""
+    path = as_path(path, "video")
+    n: Optional[int] = None
+    if os.path.isdir(path):
+        n = len(sequence_files(path))
+    elif _ext(path) in IMAGE_EXTS:
+        n = 1
+    else:
+        try:
+            import imageio_ffmpeg
+
+            n = int(imageio_ffmpeg.count_frames_and_secs(path)[0]) or None
+        except Exception:  # noqa: BLE001 - only for progress totals; reading reports real errors
+            n = None
+    if n is not None and max_frames is not None:
+        n = min(n, int(max_frames))
+    return n
 
 
 def has_audio(path: str) -> bool:

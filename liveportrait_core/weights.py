@@ -106,13 +106,14 @@ def expected_layout_text(folder: str) -> str:
     return (f"Put either the flat files {flat} and landmark.onnx (https://huggingface.co/"
             f"Kijai/LivePortrait_safetensors) directly in {folder}, or the reference tree {ref}, "
             f"liveportrait/retargeting_models/{STITCHING_FILE}.pth and liveportrait/landmark.onnx "
-            f"(https://huggingface.co/KwaiVGI/LivePortrait) under it; "
-            f"liveportrait_core.hub.download_models can fetch them.")
+            f"(https://huggingface.co/KwaiVGI/LivePortrait) under it. To fetch them, run: "
+            f"python -m liveportrait_core download-weights --weights {folder}")
 
 
 def locate_weights(path: str) -> WeightFiles:
-    """Resolve a user-given folder to the files of one weight set (see the module docstring)."""
-    path = os.path.abspath(os.path.expanduser(str(path)))
+    """Resolve a user-given folder (str or os.PathLike) to the files of one weight set (see the
+    module docstring)."""
+    path = os.path.abspath(os.path.expanduser(_weights_path(path, "weights folder")))
     if os.path.isfile(path):  # a weight file was given: use the set in its folder
         path = os.path.dirname(path)
     if not os.path.isdir(path):
@@ -140,9 +141,29 @@ def locate_weights(path: str) -> WeightFiles:
 
 # ------------------------------------------------------------------------------------ reading
 
+def _weights_path(path, what: str) -> str:
+    from .paths import as_path
+
+    try:
+        return as_path(path, what)
+    except Exception as e:  # InputError → the weights family, same text
+        raise WeightsError(f"{e} For the LivePortrait weights give the folder that holds them "
+                           "(e.g. models/liveportrait or pretrained_weights).") from None
+
+
+def _looks_like_pickle_code(text: str) -> bool:
+    """torch's weights_only refusal of a real pickle that references Python callables (the only
+    case that is a code-execution risk), as opposed to bytes that are no pickle at all."""
+    low = text.lower()
+    return "unsupported global" in low or "unsupported class" in low or "is blocked" in low
+
+
 def read_weights_file(path: str) -> dict:
     """Read a `.safetensors` or `.pth` file into a dict on the CPU (tensors keep the file's
     dtype). Unreadable, truncated or unsafe files raise WeightsError naming the file."""
+    path = _weights_path(path, "weights file")
+    if os.path.isdir(path):
+        raise WeightsError(f"Weights file {path} is a folder; give a .safetensors or .pth file.")
     try:
         size = os.path.getsize(path)
     except OSError as e:
@@ -168,13 +189,13 @@ def read_weights_file(path: str) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         text = str(e)
-        if "weights_only" in text or "Weights only load failed" in text:
+        if _looks_like_pickle_code(text):
             raise WeightsError(
                 f"Weights file {path} contains Python objects besides tensors; it is not loaded "
                 f"because that could run arbitrary code (only torch.load(weights_only=True) is "
                 f"used). Use the original LivePortrait .pth files or .safetensors files.") from None
-        raise WeightsError(f"Weights file {path} ({size} bytes) is truncated or not a PyTorch "
-                           f"checkpoint ({short_reason(e)}). {redo}") from None
+        raise WeightsError(f"Weights file {path} ({size} bytes) is not a PyTorch checkpoint, or it is "
+                           f"corrupted or truncated. {redo}") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"Weights file {path} holds a {type(obj).__name__}, not a state dict "
                            f"of named tensors; it is not a LivePortrait weights file.")
@@ -307,8 +328,11 @@ def _empty_network(name: str) -> nn.Module:
 
 
 def load_network(name: str, path: str) -> nn.Module:
-    """Load one network (`BASE_NETWORKS` name or 'stitching_retargeting') from a file, strictly
-    checked, float32, on the CPU, in eval mode without gradients."""
+    """Load one network (`BASE_NETWORKS` name or 'stitching_retargeting') from a file (str or
+    os.PathLike), strictly checked, float32, on the CPU, in eval mode without gradients."""
+    valid = (*BASE_NETWORKS, "stitching_retargeting")
+    if not isinstance(name, str) or name not in (*valid, STITCHING_FILE):
+        raise WeightsError(f"network {name!r} is not a LivePortrait network; use one of {', '.join(valid)}.")
     raw = read_weights_file(path)
     if name in ("stitching_retargeting", STITCHING_FILE):
         name, raw = "stitching_retargeting", stitching_state_dict(raw, path)
@@ -333,7 +357,11 @@ def load_models(path: str, device: torch.device | str = "cpu",
     """
     if dtype not in SUPPORTED_DTYPES:
         raise WeightsError(f"dtype must be float32, float16 or bfloat16, got {dtype}.")
-    device = torch.device(device)
+    path = _weights_path(path, "weights folder")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise WeightsError(f"device {device!r} is not a torch device (use 'cpu', 'cuda', 'cuda:N' or 'mps').") from None
     files = locate_weights(path)
     t0 = time.perf_counter()
     nets: dict[str, nn.Module | None] = {}

@@ -31,14 +31,16 @@ def find_buffalo_l(model_dir: Optional[str]) -> Tuple[str, List[str]]:
 
     Looks at `model_dir` itself, then `<root>/models/insightface/models/buffalo_l`,
     `<root>/models/insightface/buffalo_l`, `<root>/insightface/models/buffalo_l`,
-    `<root>/insightface/buffalo_l`, `<root>/buffalo_l`, and finally insightface's own
+    `<root>/insightface/buffalo_l`, `<root>/models/buffalo_l` (`model_dir` is ComfyUI's
+    `models/insightface`, as the README names it), `<root>/buffalo_l`, and finally insightface's own
     `~/.insightface/models/buffalo_l`. Returns (folder, searched folders); raises WeightsError.
     """
-    roots = [model_dir] if model_dir else []
+    roots = [os.path.expanduser(os.fspath(model_dir))] if model_dir else []
     searched: List[str] = []
     for root in roots:
         for sub in ("", "models/insightface/models/buffalo_l", "models/insightface/buffalo_l",
-                    "insightface/models/buffalo_l", "insightface/buffalo_l", "buffalo_l"):
+                    "insightface/models/buffalo_l", "insightface/buffalo_l", "models/buffalo_l",
+                    "buffalo_l"):
             searched.append(os.path.normpath(os.path.join(root, sub)))
     searched.append(os.path.expanduser("~/.insightface/models/buffalo_l"))
     for folder in searched:

@@ -6,6 +6,7 @@ or the file already sits in the given folder. Nothing is downloaded at import ti
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import List, Optional
 
@@ -14,6 +15,8 @@ import numpy as np
 
 from ...errors import WeightsError
 from .base import DetectedFace, FaceDetector, shrink_to
+
+log = logging.getLogger("liveportrait")
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 YUNET_REPO = "opencv/face_detection_yunet"
@@ -44,14 +47,21 @@ def find_or_fetch_yunet(model: Optional[str] = None, download: bool = True) -> s
     try:
         from huggingface_hub import hf_hub_download
 
+        from ...hub import quiet_hub
+
         kw = {"local_dir": folder} if folder else {}
-        return hf_hub_download(YUNET_REPO, YUNET_FILE, **kw)
+        log.warning("YuNet face detector: fetching %s from huggingface.co/%s into %s …", YUNET_FILE,
+                    YUNET_REPO, where)
+        with quiet_hub():  # one line above, one message on failure below (no per-retry lines)
+            return hf_hub_download(YUNET_REPO, YUNET_FILE, **kw)
     except Exception as e:  # offline, blocked, disk full, …
+        first = (str(e).strip().splitlines() or [""])[0][:200]
         raise WeightsError(
             f"YuNet face detector: {YUNET_FILE} is not in {where} and could not be downloaded "
-            f"from the Hugging Face repository {YUNET_REPO} ({type(e).__name__}: {e}). Put the "
-            f"file in {folder or 'a folder and pass that folder'} by hand, or use the 'offline' "
-            f"detector.") from e
+            f"from the Hugging Face repository {YUNET_REPO} ({type(e).__name__}: {first}). Put the "
+            f"file (https://huggingface.co/{YUNET_REPO}/resolve/main/{YUNET_FILE}) in "
+            f"{folder or 'a folder and pass that folder with --detector-dir'} by hand, or use the "
+            f"'offline' detector.") from None
 
 
 class YuNetDetector(FaceDetector):
