@@ -6,5 +6,7 @@ no downloads, no model loading, no pip. The node classes live in `nodes/`; outsi
 """
 import importlib.util
 
+WEB_DIRECTORY = "./web"  # the frontend extension (live preview, timeline); served at /extensions/<pack>/
+
 if importlib.util.find_spec("comfy_api") is not None:  # running inside ComfyUI
     from .nodes import comfy_entrypoint  # noqa: F401
