@@ -1,42 +1,52 @@
 """Composition: source Motion + driving Motion + options → the keypoints warping consumes.
 
-Implements ARCHITECTURE.md §9.1–§9.3 (relative / absolute motion, animation regions, Kalman
-smoothing of video sources, expression-friendly hull multiplier, stitching, eye / lip
-retargeting, lip normalisation, source-video eye retargeting, driving multiplier), vectorised
-over frames, in the reference's float32 operation order.
+The keypoint math is described in docs/MOTION.md ("Composition"): relative / absolute motion,
+animation regions, Kalman smoothing of video sources, the expression-friendly hull multiplier,
+stitching, eye / lip retargeting, lip normalisation, source-video eye retargeting, the driving
+multiplier and the editing controls' ratio targets; vectorised over frames, in the reference's
+float32 operation order.
 
 Kinds of input (decided by counts, as the reference does):
 * source: an image when its items span a single frame, a video otherwise;
 * driving: an image (or 1-frame template) when it has 1 item, a video (or template) otherwise.
+  In relative mode a driving motion with an anchor (Motion.anchor, or ComposeOptions.anchor_frame)
+  is a sequence measured from that anchor, even with a single item.
 Several faces: source items may carry several `face_id`s; each face's items form its own
 sequence, composed against the same driving motion.
+
+One face's composition runs these steps (`_compose_face`): the target pose and expression for
+its source / driving case, the driven keypoints, the expression-friendly multiplier, the
+source-only deltas (lip normalisation, source-video eye retargeting), retargeting and
+stitching, and the driving multiplier.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import numpy as np
 import torch
 
-from .errors import InputError, MotionFileError
-from .motion import EXP_SET, EYE_KPS, LIP_ARRAY, LIP_KPS, NUM_KP, Motion, region_mask  # noqa: F401 (re-exported)
+from .compose_options import (COMPOSE_OPTIONS, DRIVING_OPTIONS, LENGTH_POLICIES, REGIONS,  # noqa: F401
+                              ComposeOptions, OptionSpec, RatioTarget, options_from_node_values)
+from .errors import InputError
+from .motion import LIP_ARRAY, NUM_KP, Motion, region_mask
 from .smoothing import kalman_smooth
+from .stitching import (MissingRatiosError, eye_delta, lip_delta, need_ratios,  # noqa: F401
+                        ratio_target_deltas, stitch_keypoints)
 
-REGIONS = ("all", "exp", "pose", "lip", "eyes")
-DRIVING_OPTIONS = ("expression-friendly", "pose-friendly")
-LENGTH_POLICIES = ("cut", "loop", "ping-pong", "hold")
-
-
-class MissingRatiosError(InputError, MotionFileError):
-    """Eye / lip retargeting asked for, but the needed open ratios are unknown."""
+#: Source-video eye retargeting holds every frame's eyes at frame 0's openness. When frame 0's
+#: eyes are closed (mean open ratio below the threshold option, 0.18), holding them closed for
+#: the whole video would be wrong, so this ordinary open-eye ratio is the target instead (the
+#: reference's constant).
+CLOSED_EYE_REPLACEMENT_RATIO = 0.39
 
 
 @dataclass
 class KeypointPlan:
-    """Per output frame, what warping consumes (ARCHITECTURE.md §9.3).
+    """Per output frame, what warping consumes (docs/MOTION.md).
 
     x_s:  [N,21,3] float32 source keypoints.
     x_d:  [N,21,3] float32 driving keypoints after composition, stitching, retargeting and
@@ -60,76 +70,37 @@ class KeypointPlan:
         return int(self.x_d.shape[0])
 
 
-RatioTarget = Union[None, float, Sequence[float], torch.Tensor]
+@dataclass
+class MlpCall:
+    """One retargeting-MLP call of a composition: kind 'eye' | 'lip' | 'lip_normalize' |
+    'source_eye'; frames [k] rows of the face's sequence; ratio [k,r] ratio inputs; delta
+    [k,21,3] the MLP's keypoint deltas."""
+
+    kind: str
+    frames: torch.Tensor
+    ratio: torch.Tensor
+    delta: torch.Tensor
 
 
 @dataclass
-class ComposeOptions:
-    """Composition options (core names; the reference's flag in brackets; defaults = its CLI).
+class ComposeTrace:
+    """Intermediates of one face's composition (tests and debugging); None = step not run.
 
-    relative_motion (flag_relative_motion): motion relative to the first driving frame.
-    stitching (flag_stitching): apply the stitching MLP (skipped when no MLP weights).
-    eye_retargeting / lip_retargeting (flag_eye/lip_retargeting): drive eye / lip openness with
-        the retargeting MLPs from the driving ratios (in relative mode this replaces the
-        driving motion by the source plus the deltas, as the reference does).
-    normalize_lip (flag_normalize_lip): close the source mouth first (relative mode only).
-    source_video_eye_retargeting (flag_source_video_eye_retargeting): video source: every
-        frame's eye openness set to frame 0's.
-    driving_option: 'expression-friendly' | 'pose-friendly'.
-    driving_multiplier: scales x_d − x_s of every frame.
-    animation_region: 'all' | 'exp' | 'pose' | 'lip' | 'eyes'.
-    smooth_variance (driving_smooth_observation_variance): Kalman observation variance for a
-        video source driven by a video (larger = smoother; 0 = no smoothing).
-    target_eye_ratio / target_lip_ratio: None = the driving motion's ratios; else a constant
-        (or one value per driving frame) used as the retargeting target instead.
-    length_policy: video source vs driving video of different lengths: 'cut' (the reference:
-        min of both), 'loop', 'ping-pong' (back and forth) or 'hold' (last frame held) extend
-        the shorter one to the longer one's length.
-    lip_normalize_threshold / source_video_eye_retargeting_threshold: the reference's constants.
+    calls: the retargeting-MLP calls in order. pre_stitch: [n,21,3] x_d entering stitching.
+    motion_multiplier: the expression-friendly hull multiplier. smooth_in_exp / smooth_out_exp,
+    smooth_in_R / smooth_out_R: the Kalman smoother's input and output sequences.
     """
 
-    relative_motion: bool = True
-    stitching: bool = True
-    eye_retargeting: bool = False
-    lip_retargeting: bool = False
-    normalize_lip: bool = False
-    source_video_eye_retargeting: bool = False
-    driving_option: str = "expression-friendly"
-    driving_multiplier: float = 1.0
-    animation_region: str = "all"
-    smooth_variance: float = 3e-7
-    target_eye_ratio: RatioTarget = None
-    target_lip_ratio: RatioTarget = None
-    length_policy: str = "cut"
-    lip_normalize_threshold: float = 0.03
-    source_video_eye_retargeting_threshold: float = 0.18
+    calls: list = field(default_factory=list)
+    pre_stitch: Optional[torch.Tensor] = None
+    motion_multiplier: Optional[float] = None
+    smooth_in_exp: Optional[torch.Tensor] = None
+    smooth_out_exp: Optional[torch.Tensor] = None
+    smooth_in_R: Optional[torch.Tensor] = None
+    smooth_out_R: Optional[torch.Tensor] = None
 
-    def validate(self) -> None:
-        """Raise InputError naming the first bad option."""
-        def choice(name, allowed):
-            v = getattr(self, name)
-            if v not in allowed:
-                raise InputError(f"option {name} must be one of {list(allowed)}, got {v!r}.")
-        choice("animation_region", REGIONS)
-        choice("driving_option", DRIVING_OPTIONS)
-        choice("length_policy", LENGTH_POLICIES)
-        for name in ("driving_multiplier", "smooth_variance", "lip_normalize_threshold",
-                     "source_video_eye_retargeting_threshold"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise InputError(f"option {name} must be a finite number, got {v!r}.")
-        if self.smooth_variance < 0:
-            raise InputError(f"option smooth_variance must be ≥ 0, got {self.smooth_variance}.")
-        for name in ("relative_motion", "stitching", "eye_retargeting", "lip_retargeting", "normalize_lip",
-                     "source_video_eye_retargeting"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise InputError(f"option {name} must be True or False, got {getattr(self, name)!r}.")
-        for name in ("target_eye_ratio", "target_lip_ratio"):
-            v = getattr(self, name)
-            if v is not None:
-                arr = np.asarray(v, dtype=np.float64) if not isinstance(v, torch.Tensor) else v.double().numpy()
-                if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-                    raise InputError(f"option {name} must be None or ratios ≥ 0, got {v!r}.")
+    def record(self, kind: str, frames: torch.Tensor, ratio: torch.Tensor, delta: torch.Tensor) -> None:
+        self.calls.append(MlpCall(kind, frames.clone(), ratio.clone(), delta.clone()))
 
 
 # ------------------------------------------------------------------------------ timeline
@@ -152,7 +123,7 @@ def _extend(length: int, n: int, policy: str) -> torch.Tensor:
 
 
 def _timeline(n_src: int, n_drv: int, src_video: bool, drv_video: bool, policy: str):
-    """(source frame position, driving entry) per output frame (§9.1 frame-count table)."""
+    """(source frame position, driving entry) per output frame (docs/MOTION.md frame counts)."""
     if not src_video:
         n = n_drv if drv_video else 1
         return torch.zeros(n, dtype=torch.int64), torch.arange(n)
@@ -162,32 +133,7 @@ def _timeline(n_src: int, n_drv: int, src_video: bool, drv_video: bool, policy: 
     return _extend(n_src, n, policy), _extend(n_drv, n, policy)
 
 
-# ------------------------------------------------------------------------------ MLP helpers
-
-
-def _mlp(fn, x_s: torch.Tensor, ratio: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-    """Run one MLP on `[x_s.flat(63), ratio]` rows; float32 CPU output."""
-    p = next(module.parameters())
-    inp = torch.cat([x_s.reshape(x_s.shape[0], -1), ratio], dim=1)
-    inp = inp.to(p.device, p.dtype)
-    with torch.no_grad():  # row by row, as the reference: results do not depend on batching
-        return torch.cat([fn(inp[i:i + 1]) for i in range(inp.shape[0])]).to("cpu", torch.float32)
-
-
-def _stitch(mlps, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-    """§6 stitching: x_d + Δ[:, :63] (as 21×3), then + (Δ63, Δ64) on x and y."""
-    delta = _mlp(mlps.stitching, x_s, x_d.reshape(x_d.shape[0], -1), mlps)
-    out = x_d + delta[:, :63].reshape(-1, NUM_KP, 3)
-    out[..., 0] += delta[:, 63:64]
-    out[..., 1] += delta[:, 64:65]
-    return out
-
-
-def _record(trace: Optional[dict], kind: str, frames: torch.Tensor, ratio: torch.Tensor,
-            delta: torch.Tensor) -> None:
-    if trace is not None:
-        trace.setdefault("calls", []).append({"kind": kind, "frames": frames.clone(),
-                                               "ratio": ratio.clone(), "delta": delta.clone()})
+# ------------------------------------------------------------------------------ hull multiplier
 
 
 def _hull_volume(x: torch.Tensor) -> float:
@@ -207,12 +153,198 @@ def hull_multiplier(x_s: torch.Tensor, x_d0: torch.Tensor) -> float:
     return math.sqrt(vs) / math.sqrt(vd)
 
 
-def apply_hull_multiplier(x_d: torch.Tensor, x_s: torch.Tensor, m: float) -> torch.Tensor:
-    """`(x_d − x_d[0])·m + x_s` in float32 (m rounded to float32), x_d [n,21,3], x_s [1|n,21,3]."""
-    return (x_d - x_d[0:1]) * m + x_s
+def apply_hull_multiplier(x_d: torch.Tensor, x_s: torch.Tensor, m: float,
+                          x_anchor: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`(x_d − x_anchor)·m + x_s` in float32 (m rounded to float32), x_d [n,21,3], x_s [1|n,21,3];
+    x_anchor [1,21,3] the anchor's driven keypoints, default x_d[0:1] (the first frame)."""
+    return (x_d - (x_d[0:1] if x_anchor is None else x_anchor)) * m + x_s
 
 
-# ------------------------------------------------------------------------------ the math
+# ------------------------------------------------------------------------------ one face
+
+
+@dataclass
+class _Face:
+    """One face's composition inputs, n rows = one per output frame of that face.
+
+    src: n source items; drv: the n driving entries they are driven by (drv_idx [n] into
+    the n_drv driving items); anchor: the 1-item driving state relative motion is measured
+    from; anchor_row: a row of drv that is the anchor entry (None: not among the rows).
+    drv_seq: the driving is a sequence measured from the anchor (a video, or an anchored motion
+    in relative mode) rather than a single driving image.
+    """
+
+    src: Motion
+    drv: Motion
+    anchor: Motion
+    anchor_row: Optional[int]
+    drv_idx: torch.Tensor
+    n_drv: int
+    src_video: bool
+    drv_seq: bool
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+@dataclass
+class _Target:
+    """Target pose and expression of every row: R [n,3,3], exp [n,21,3] (before the region
+    mask), scale [n,1], t [n,3]."""
+
+    R: torch.Tensor
+    exp: torch.Tensor
+    scale: torch.Tensor
+    t: torch.Tensor
+
+
+def _pose_region(o: ComposeOptions) -> bool:
+    return o.animation_region in ("all", "pose")
+
+
+def _image_source_target(f: _Face, o: ComposeOptions, exp: torch.Tensor) -> _Target:
+    """Image source: relative pose, scale and translation around the anchor (or the driving's
+    absolute ones) with the given relative expression."""
+    src, drv, a = f.src, f.drv, f.anchor
+    if not o.relative_motion:
+        R, t = (drv.R, drv.t) if _pose_region(o) else (src.R, src.t)
+        return _Target(R, drv.exp, src.scale, t)
+    R = (drv.R @ a.R.transpose(1, 2)) @ src.R if _pose_region(o) else src.R
+    s = src.scale * (drv.scale / a.scale) if o.animation_region == "all" else src.scale
+    t = src.t + (drv.t - a.t) if _pose_region(o) else src.t
+    return _Target(R, exp, s, t)
+
+
+def _target_image_from_video(f: _Face, o: ComposeOptions, trace: ComposeTrace) -> _Target:
+    """Image source, driving sequence: δ_s + (δ_d − δ_anchor)."""
+    return _image_source_target(f, o, f.src.exp + (f.drv.exp - f.anchor.exp))
+
+
+def _target_image_from_image(f: _Face, o: ComposeOptions, trace: ComposeTrace) -> _Target:
+    """Image source, driving image: the reference's neutral-lips expression replaces the
+    driving's first frame (nothing is subtracted for the eyes region)."""
+    if o.animation_region == "eyes":
+        exp = f.src.exp + f.drv.exp
+    else:
+        exp = f.src.exp + (f.drv.exp - LIP_ARRAY.float())
+    return _image_source_target(f, o, exp)
+
+
+def _video_source_target(f: _Face, o: ComposeOptions, E: torch.Tensor, Q: torch.Tensor) -> _Target:
+    R = Q if _pose_region(o) else f.src.R
+    t = f.drv.t if (not o.relative_motion and _pose_region(o)) else f.src.t
+    return _Target(R, E, f.src.scale, t)
+
+
+def _target_video_from_video(f: _Face, o: ComposeOptions, trace: ComposeTrace) -> _Target:
+    """Video source, driving sequence: per frame (δ_s + δ_d) − δ_anchor and R_d·R_anchorᵀ·R_s
+    (absolute: the driving's), then Kalman smoothing over the frames."""
+    src, drv, a = f.src, f.drv, f.anchor
+    if o.relative_motion:
+        E = (src.exp + drv.exp) - a.exp
+        Q = (drv.R @ a.R.transpose(1, 2)) @ src.R
+    else:
+        E, Q = drv.exp, drv.R
+    if o.smooth_variance > 0:
+        trace.smooth_in_exp, E = E, kalman_smooth(E, o.smooth_variance)
+        trace.smooth_out_exp = E
+        if _pose_region(o):  # the rotation is only smoothed where it is used
+            trace.smooth_in_R, Q = Q, kalman_smooth(Q, o.smooth_variance)
+            trace.smooth_out_R = Q
+    return _video_source_target(f, o, E, Q)
+
+
+def _target_video_from_image(f: _Face, o: ComposeOptions, trace: ComposeTrace) -> _Target:
+    """Video source, driving image: relative keeps every frame's pose and adds the image's
+    expression minus the neutral-lips expression (in float64); absolute copies the image's."""
+    src, drv = f.src, f.drv
+    if o.relative_motion:
+        E = (src.exp.double() + (drv.exp[0:1].double() - LIP_ARRAY)).float()
+        Q = src.R
+    else:
+        E, Q = drv.exp, drv.R  # every row is the one driving image
+    return _video_source_target(f, o, E, Q)
+
+
+_TARGETS = {(False, True): _target_image_from_video, (False, False): _target_image_from_image,
+            (True, True): _target_video_from_video, (True, False): _target_video_from_image}
+
+
+def _driven_keypoints(src: Motion, target: _Target, o: ComposeOptions, src_video: bool) -> torch.Tensor:
+    """x_d = s·(x_c·R + δ) + t (t_z = 0), δ taken from the target where the region mask says so."""
+    n = len(src)
+    mask = region_mask(o.animation_region, every_kp=o.relative_motion and not src_video)
+    delta = src.exp if mask is None else torch.where(mask, target.exp, src.exp)
+    t = target.t.clone()
+    t[:, 2] = 0
+    return target.scale.reshape(n, 1, 1) * (src.kp @ target.R + delta) + t[:, None, :]
+
+
+def _expression_friendly(f: _Face, o: ComposeOptions, x_s: torch.Tensor, x_d: torch.Tensor,
+                         trace: ComposeTrace) -> torch.Tensor:
+    """Image source driven by a sequence, relative, expression-friendly: the motion measured from
+    the anchor's driven keypoints, scaled by the hull multiplier, around the source keypoints."""
+    if not (o.relative_motion and not f.src_video and f.drv_seq and o.driving_option == "expression-friendly"):
+        return x_d
+    if f.anchor_row is not None:
+        x_a = x_d[f.anchor_row:f.anchor_row + 1]
+    else:  # an anchor outside the rows: its own driven keypoints
+        one = replace(f, src=f.src.select([0]), drv=f.anchor, anchor_row=None)
+        x_a = _driven_keypoints(one.src, _target_image_from_video(one, o, trace), o, False)
+    m = hull_multiplier(x_s[0], x_a[0])
+    trace.motion_multiplier = m
+    return apply_hull_multiplier(x_d, x_s, m, x_a)
+
+
+def _warn_missing_mlps(f: _Face, o: ComposeOptions, mlps) -> None:
+    wants = [name for name, on in (("eye retargeting", o.eye_retargeting), ("lip retargeting", o.lip_retargeting),
+                                   ("lip normalisation", o.normalize_lip and o.relative_motion),
+                                   ("source-video eye retargeting", o.source_video_eye_retargeting and f.src_video))
+             if on]
+    if wants and mlps is None:
+        warnings.warn(f"{', '.join(wants)} skipped: the stitching/retargeting weights are not loaded.",
+                      stacklevel=4)
+
+
+@dataclass
+class _SourceDeltas:
+    """Deltas that depend on the source alone, added after stitching: lip normalisation
+    (lip [n,21,3] on rows lip_rows) and source-video eye retargeting (eye [n,21,3])."""
+
+    lip: Optional[torch.Tensor] = None
+    lip_rows: Optional[torch.Tensor] = None
+    eye: Optional[torch.Tensor] = None
+
+
+def _source_only_deltas(f: _Face, o: ComposeOptions, x_s: torch.Tensor, mlps, trace: ComposeTrace) -> _SourceDeltas:
+    out = _SourceDeltas()
+    if mlps is None:
+        return out
+    n, src = len(f), f.src
+    frames = torch.arange(n)
+    if o.normalize_lip and o.relative_motion:  # close the source mouth where it is open enough
+        c_lip = need_ratios(src.lip_ratio, "lip normalisation", "source lip ratio")
+        rows = torch.zeros(1, dtype=torch.int64) if not f.src_video else frames  # an image: once
+        ok = rows[c_lip[rows, 0] >= o.lip_normalize_threshold]
+        if ok.numel():
+            ratio = torch.cat([c_lip[ok], torch.zeros(ok.numel(), 1)], 1)
+            d = lip_delta(mlps, x_s[ok], ratio)
+            trace.record("lip_normalize", ok, ratio, d)
+            out.lip = torch.zeros(n, NUM_KP, 3)
+            if f.src_video:
+                out.lip[ok] = d
+            else:
+                out.lip[:] = d
+            out.lip_rows = frames if not f.src_video else ok
+    if o.source_video_eye_retargeting and f.src_video:  # every frame's eyes as open as frame 0's
+        c_eyes = need_ratios(src.eye_ratio, "source-video eye retargeting", "source eye ratios")
+        c0 = (c_eyes[0, 0] + c_eyes[0, 1]) / 2
+        if c0 < o.source_video_eye_retargeting_threshold:
+            c0 = torch.tensor(CLOSED_EYE_REPLACEMENT_RATIO)
+        ratio = torch.cat([c_eyes, c0.reshape(1, 1).expand(n, 1)], 1)
+        out.eye = eye_delta(mlps, x_s, ratio)
+        trace.record("source_eye", frames, ratio, out.eye)
+    return out
 
 
 def _ratio_target(target: RatioTarget, drv_idx: torch.Tensor, n_drv: int, name: str) -> torch.Tensor:
@@ -224,187 +356,109 @@ def _ratio_target(target: RatioTarget, drv_idx: torch.Tensor, n_drv: int, name: 
     return t[drv_idx]
 
 
-def _compose_sequence(src: Motion, drv: Motion, d0: Motion, drv_idx: torch.Tensor, n_drv: int,
-                      src_video: bool, drv_video: bool, o: ComposeOptions, mlps,
-                      trace: Optional[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One face: src [n items, one per output frame], drv [n] gathered driving entries,
-    d0 = driving entry 0. Returns (x_s, x_d) [n,21,3]."""
-    n, rel, region = len(src), o.relative_motion, o.animation_region
-    kp_s, R_s, exp_s, s_s, t_s = src.kp, src.R, src.exp, src.scale, src.t
-    if src_video:
-        x_s = src.keypoints()
-    else:  # an image: computed once, like the reference
-        x_s = src.select([0]).keypoints().expand(n, NUM_KP, 3).clone()
-    R_d, exp_d, s_d, t_d = drv.R, drv.exp, drv.scale, drv.t
-    R_d0, exp_d0, s_d0, t_d0 = d0.R, d0.exp, d0.scale, d0.t
-    pose_region = region in ("all", "pose")
-
-    if not src_video:
-        if rel:
-            if drv_video:
-                new_exp = exp_s + (exp_d - exp_d0)
-            elif region == "eyes":  # driving image, eyes: nothing subtracted
-                new_exp = exp_s + exp_d
-            else:  # driving image: lip_array (cast to float32 first) replaces δ_d,0
-                new_exp = exp_s + (exp_d - LIP_ARRAY.float())
-            R_new = (R_d @ R_d0.transpose(1, 2)) @ R_s if pose_region else R_s
-            s_new = s_s * (s_d / s_d0) if region == "all" else s_s
-            t_new = t_s + (t_d - t_d0) if pose_region else t_s
-        else:
-            R_new, t_new = (R_d, t_d) if pose_region else (R_s, t_s)
-            s_new, new_exp = s_s, exp_d
-    else:
-        if drv_video:
-            if rel:
-                E = (exp_s + exp_d) - exp_d0
-                Q = (R_d @ R_d0.transpose(1, 2)) @ R_s
-            else:
-                E, Q = exp_d, R_d
-            if o.smooth_variance > 0:
-                E_in, E = E, kalman_smooth(E, o.smooth_variance)
-                if trace is not None:
-                    trace.update(smooth_in_exp=E_in, smooth_out_exp=E)
-                if pose_region:  # the rotation is only smoothed where it is used
-                    Q_in, Q = Q, kalman_smooth(Q, o.smooth_variance)
-                    if trace is not None:
-                        trace.update(smooth_in_R=Q_in, smooth_out_R=Q)
-        elif rel:
-            E = (exp_s.double() + (exp_d0.double() - LIP_ARRAY)).float()
-            Q = R_s
-        else:
-            E, Q = exp_d0.expand(n, NUM_KP, 3), R_d0.expand(n, 3, 3)
-        R_new = Q if pose_region else R_s
-        s_new = s_s
-        t_new = t_d if (not rel and pose_region) else t_s
-        new_exp = E
-
-    mask = region_mask(region, every_kp=rel and not src_video)
-    delta = exp_s if mask is None else torch.where(mask, new_exp, exp_s)
-    t_new = t_new.clone()
-    t_new[:, 2] = 0
-    x_d = s_new.reshape(n, 1, 1) * (kp_s @ R_new + delta) + t_new[:, None, :]
-
-    if rel and not src_video and drv_video and o.driving_option == "expression-friendly":
-        m = hull_multiplier(x_s[0], x_d[0])
-        x_d = apply_hull_multiplier(x_d, x_s, m)
-        if trace is not None:
-            trace["motion_multiplier"] = m
-
-    have_mlps = mlps is not None
-    wants = [name for name, on in (("eye retargeting", o.eye_retargeting), ("lip retargeting", o.lip_retargeting),
-                                   ("lip normalisation", o.normalize_lip and rel),
-                                   ("source-video eye retargeting", o.source_video_eye_retargeting and src_video))
-             if on]
-    if wants and not have_mlps:
-        warnings.warn(f"{', '.join(wants)} skipped: the stitching/retargeting weights are not loaded.",
-                      stacklevel=3)
-    frames = torch.arange(n)
-
-    # lip normalisation (relative only) and source-video eye retargeting: source-only deltas
-    lip_d0 = eye_d0 = None
-    if have_mlps and o.normalize_lip and rel:
-        c_lip = _need(src.lip_ratio, "lip normalisation", "source lip ratio")
-        rows = torch.zeros(1, dtype=torch.int64) if not src_video else frames
-        ok = rows[c_lip[rows, 0] >= o.lip_normalize_threshold]
-        if ok.numel():
-            ratio = torch.cat([c_lip[ok], torch.zeros(ok.numel(), 1)], 1)
-            d = _mlp(mlps.lip, x_s[ok], ratio, mlps).reshape(-1, NUM_KP, 3)
-            _record(trace, "lip_normalize", ok, ratio, d)
-            lip_d0 = torch.zeros(n, NUM_KP, 3)
-            if src_video:
-                lip_d0[ok] = d
-            else:
-                lip_d0[:] = d
-            lip_rows = frames if not src_video else ok
-    if have_mlps and o.source_video_eye_retargeting and src_video:
-        c_eyes = _need(src.eye_ratio, "source-video eye retargeting", "source eye ratios")
-        c0 = (c_eyes[0, 0] + c_eyes[0, 1]) / 2
-        if c0 < o.source_video_eye_retargeting_threshold:
-            c0 = torch.tensor(0.39)
-        ratio = torch.cat([c_eyes, c0.reshape(1, 1).expand(n, 1)], 1)
-        eye_d0 = _mlp(mlps.eye, x_s, ratio, mlps).reshape(n, NUM_KP, 3)
-        _record(trace, "source_eye", frames, ratio, eye_d0)
-
-    stitch = o.stitching and have_mlps
-    if not ((o.eye_retargeting or o.lip_retargeting) and have_mlps):
-        if stitch:
-            if trace is not None:
-                trace["pre_stitch"] = x_d.clone()
-            x_d = _stitch(mlps, x_s, x_d)
-        if lip_d0 is not None:
-            x_d = x_d.clone()
-            x_d[lip_rows] = x_d[lip_rows] + lip_d0[lip_rows]
-        if eye_d0 is not None:
-            x_d = x_d + eye_d0
-    else:
-        out = x_s if rel else x_d
-        for kind, on in (("eye", o.eye_retargeting), ("lip", o.lip_retargeting)):
-            if on:
-                out = out + _retarget_delta(kind, src, drv, x_s, drv_idx, n_drv, o, mlps, trace, frames)
-        x_d = out
-        if stitch:
-            if trace is not None:
-                trace["pre_stitch"] = x_d.clone()
-            x_d = _stitch(mlps, x_s, x_d)
-
-    x_d = x_s + (x_d - x_s) * o.driving_multiplier
-    return x_s, x_d
-
-
-def _retarget_delta(kind: str, src: Motion, drv: Motion, x_s: torch.Tensor, drv_idx: torch.Tensor,
-                    n_drv: int, o: ComposeOptions, mlps, trace: Optional[dict],
-                    frames: torch.Tensor) -> torch.Tensor:
+def _retarget_delta(kind: str, f: _Face, o: ComposeOptions, x_s: torch.Tensor, mlps,
+                    trace: ComposeTrace) -> torch.Tensor:
     """Eye (kind 'eye') or lip retargeting delta [n,21,3] = MLP([x_s, source ratios, target])."""
     eye = kind == "eye"
     feature = f"{kind} retargeting"
-    c_s = _need(src.eye_ratio if eye else src.lip_ratio, feature,
-                "source eye ratios" if eye else "source lip ratio")
+    c_s = need_ratios(f.src.eye_ratio if eye else f.src.lip_ratio, feature,
+                      "source eye ratios" if eye else "source lip ratio")
     target = o.target_eye_ratio if eye else o.target_lip_ratio
     if target is not None:
-        c_d = _ratio_target(target, drv_idx, n_drv, f"target_{kind}_ratio")
+        c_d = _ratio_target(target, f.drv_idx, f.n_drv, f"target_{kind}_ratio")
     else:  # the reference's eye target is the driving frame's LEFT eye ratio only
-        c_d = _need(drv.eye_ratio if eye else drv.lip_ratio, feature, f"driving {kind} ratios",
-                    driving=True)[:, 0]
+        c_d = need_ratios(f.drv.eye_ratio if eye else f.drv.lip_ratio, feature, f"driving {kind} ratios",
+                          driving=True)[:, 0]
     ratio = torch.cat([c_s, c_d.reshape(-1, 1)], 1)
-    d = _mlp(mlps.eye if eye else mlps.lip, x_s, ratio, mlps).reshape(-1, NUM_KP, 3)
-    _record(trace, kind, frames, ratio, d)
+    d = (eye_delta if eye else lip_delta)(mlps, x_s, ratio)
+    trace.record(kind, torch.arange(len(f)), ratio, d)
     return d
 
 
-def _need(value: Optional[torch.Tensor], feature: str, what: str, driving: bool = False) -> torch.Tensor:
-    if value is not None:
-        return value
-    if driving:
-        raise MissingRatiosError(
-            f"{feature} needs the {what}, but the driving motion has none (e.g. a motion template "
-            f"saved without ratio lists, like the reference's wink.pkl). Turn {feature} off, or set "
-            f"target_{'eye' if 'eye' in feature else 'lip'}_ratio to a fixed value.")
-    raise MissingRatiosError(
-        f"{feature} needs the {what}, but the source motion has none (they come from the "
-        f"source's 203-point landmarks). Turn {feature} off, or extract the source with landmarks.")
+def _stitched(mlps, x_s: torch.Tensor, x_d: torch.Tensor, o: ComposeOptions, trace: ComposeTrace) -> torch.Tensor:
+    if not (o.stitching and mlps is not None):
+        return x_d
+    trace.pre_stitch = x_d.clone()
+    return stitch_keypoints(mlps, x_s, x_d)
+
+
+def _retarget_and_stitch(f: _Face, o: ComposeOptions, x_s: torch.Tensor, x_d: torch.Tensor,
+                         src_deltas: _SourceDeltas, mlps, trace: ComposeTrace) -> torch.Tensor:
+    """Without retargeting: the driving's ratio targets, stitching, then the source-only deltas.
+    With eye / lip retargeting (and MLPs): relative mode starts again from x_s (absolute from
+    x_d) plus the retargeting deltas and the driving's ratio targets, then stitching."""
+    if not ((o.eye_retargeting or o.lip_retargeting) and mlps is not None):
+        x_d = _stitched(mlps, x_s, ratio_target_deltas(x_d, x_s, f.src, f.drv, mlps), o, trace)
+        if src_deltas.lip is not None:
+            rows = src_deltas.lip_rows
+            x_d = x_d.clone()
+            x_d[rows] = x_d[rows] + src_deltas.lip[rows]
+        if src_deltas.eye is not None:
+            x_d = x_d + src_deltas.eye
+        return x_d
+    out = x_s if o.relative_motion else x_d
+    for kind, on in (("eye", o.eye_retargeting), ("lip", o.lip_retargeting)):
+        if on:
+            out = out + _retarget_delta(kind, f, o, x_s, mlps, trace)
+    return _stitched(mlps, x_s, ratio_target_deltas(out, x_s, f.src, f.drv, mlps), o, trace)
+
+
+def _source_keypoints(f: _Face) -> torch.Tensor:
+    if f.src_video:
+        return f.src.keypoints()
+    # an image: computed once, like the reference
+    return f.src.select([0]).keypoints().expand(len(f), NUM_KP, 3).clone()
+
+
+def _compose_face(f: _Face, o: ComposeOptions, mlps, trace: ComposeTrace) -> tuple[torch.Tensor, torch.Tensor]:
+    """One face → (x_s, x_d) [n,21,3] (the steps of the module doc)."""
+    x_s = _source_keypoints(f)
+    target = _TARGETS[(f.src_video, f.drv_seq)](f, o, trace)
+    x_d = _driven_keypoints(f.src, target, o, f.src_video)
+    x_d = _expression_friendly(f, o, x_s, x_d, trace)
+    _warn_missing_mlps(f, o, mlps)
+    src_deltas = _source_only_deltas(f, o, x_s, mlps, trace)
+    x_d = _retarget_and_stitch(f, o, x_s, x_d, src_deltas, mlps, trace)
+    return x_s, x_s + (x_d - x_s) * o.driving_multiplier
 
 
 # ------------------------------------------------------------------------------ public entry
 
 
+def _anchor(driving: Motion, o: ComposeOptions) -> tuple[Motion, Optional[int], bool]:
+    """(anchor item, its driving frame or None, whether the driving is anchored explicitly)."""
+    if o.anchor_frame is not None:
+        k = int(o.anchor_frame)
+        if k >= len(driving):
+            raise InputError(f"option anchor_frame is {k}, but the driving motion has {len(driving)} frame(s) "
+                             f"(0..{len(driving) - 1}).")
+        return driving.select([k]), k, True
+    if driving.anchor is not None and o.relative_motion:
+        return driving.anchor, None, True
+    return driving.select([0]), 0, False
+
+
 def compose(source: Motion, driving: Motion, mlps=None, options: Optional[ComposeOptions] = None,
             trace: Optional[dict] = None) -> KeypointPlan:
-    """Source motion + driving motion → per output frame (x_s, x_d) for warping (§9.3).
+    """Source motion + driving motion → per output frame (x_s, x_d) for warping (docs/MOTION.md).
 
     source: N items (1 = image; several frames = video; `face_id` / `frame_index` for several
         faces), must carry canonical keypoints `kp`. driving: M items of one face (1 = image or
-        1-frame template; more = video or template), only R/exp/t/scale (+ ratios) are used.
+        1-frame template; more = video or template), only R/exp/t/scale (+ ratios, anchor and
+        ratio targets) are used. Relative mode measures the driving from
+        `options.anchor_frame`, else from `driving.anchor`, else from its frame 0.
     mlps: StitchingRetargeting (.stitching/.eye/.lip) or None (stitching skipped as in the
-        reference; retargeting / lip normalisation skipped with a warning).
+        reference; retargeting / lip normalisation / ratio targets skipped with a warning).
     Frame count: image + video → M; image + image → 1; video + image → #source frames;
         video + video → min (length_policy 'cut') or max (loop / ping-pong / hold).
     Returns a KeypointPlan ordered by output frame, then face; fps = the driving fps for an
     image source, the source fps for a video source.
-    trace: optional dict filled per face id with intermediates (for tests and debugging).
+    trace: optional dict, filled with face id → ComposeTrace (intermediates, for tests and
+    debugging).
     Errors: InputError for bad options / inconsistent motions; MissingRatiosError (both an
     InputError and a MotionFileError) when eye / lip retargeting (or lip normalisation /
-    source-video eye retargeting) needs open ratios the motions lack — e.g. a template without
-    ratio lists: turn that option off or give target_eye_ratio / target_lip_ratio.
+    source-video eye retargeting / a ratio target) needs open ratios the motions lack — e.g. a
+    template without ratio lists: turn that option off or give target_eye_ratio / target_lip_ratio.
     """
     o = options if options is not None else ComposeOptions()
     o.validate()
@@ -420,7 +474,8 @@ def compose(source: Motion, driving: Motion, mlps=None, options: Optional[Compos
     positions = {f: i for i, f in enumerate(sorted(set(frames.tolist())))}
     src_video, drv_video = len(positions) > 1, len(driving) > 1
     src_pos, drv_idx = _timeline(len(positions), len(driving), src_video, drv_video, o.length_policy)
-    d0 = driving.select([0])
+    anchor, anchor_frame, anchored = _anchor(driving, o)
+    drv_seq = drv_video or (anchored and o.relative_motion)
     face_ids = source.face_id if source.face_id is not None else torch.zeros(len(source), dtype=torch.int64)
 
     parts = []
@@ -437,9 +492,14 @@ def compose(source: Motion, driving: Motion, mlps=None, options: Optional[Compos
             continue
         ks_t = torch.tensor(ks, dtype=torch.int64)
         src_items = torch.tensor([by_pos[int(src_pos[k])] for k in ks], dtype=torch.int64)
-        face_trace = trace.setdefault(face, {}) if trace is not None else None
-        x_s, x_d = _compose_sequence(source.select(src_items), driving.select(drv_idx[ks_t]), d0,
-                                     drv_idx[ks_t], len(driving), src_video, drv_video, o, mlps, face_trace)
+        idx = drv_idx[ks_t]
+        rows = (idx == anchor_frame).nonzero().flatten() if anchor_frame is not None else idx[:0]
+        f = _Face(source.select(src_items), driving.select(idx), anchor,
+                  int(rows[0]) if rows.numel() else None, idx, len(driving), src_video, drv_seq)
+        face_trace = ComposeTrace()
+        if trace is not None:
+            trace[face] = face_trace
+        x_s, x_d = _compose_face(f, o, mlps, face_trace)
         parts.append((ks_t, torch.full((len(ks),), face, dtype=torch.int64), src_items, x_s, x_d))
     if not parts:
         raise InputError("nothing to animate: no source face appears in the frames to be rendered.")

@@ -175,6 +175,14 @@ class Motion:
     fps:   frames per second of the sequence (25 for a still image, as the reference does).
     face_id: [N] int64 face id per item (0 for a single face).
     frame_index: [N] int64 frame per item.
+    anchor: a 1-item Motion this motion is relative to, or None. In relative mode `compose`
+        measures the driving motion from its anchor instead of from driving frame 0 (a neutral
+        motion edited with controls has a neutral anchor, so its unedited frames give the
+        source exactly). `select` keeps it; `concat` keeps it when all parts share it.
+    eye_target / lip_target: [N,2] float32 (target open ratio, weight) set by the ratio
+        controls of `editing.apply_controls`, or None. Weight 0 = no target for that item;
+        otherwise compose adds weight × the eye / lip retargeting delta towards that ratio
+        (computed from the source keypoints and open ratios) before stitching.
 
     R is authoritative: the math uses R, the degrees are for display and editing (use
     `with_pose` to change them and rebuild R).
@@ -193,12 +201,16 @@ class Motion:
     fps: float = 25.0
     face_id: Optional[torch.Tensor] = None
     frame_index: Optional[torch.Tensor] = None
+    anchor: Optional["Motion"] = None
+    eye_target: Optional[torch.Tensor] = None
+    lip_target: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return int(self.R.shape[0])
 
     def __repr__(self) -> str:
-        extras = [k for k in ("kp", "eye_ratio", "lip_ratio") if getattr(self, k) is not None]
+        extras = [k for k in ("kp", "eye_ratio", "lip_ratio", "anchor", "eye_target", "lip_target")
+                  if getattr(self, k) is not None]
         return (f"Motion({len(self)} items, faces {self.faces()}, fps {self.fps:g}, "
                 f"with {', '.join(extras) if extras else 'no kp / ratios'})")
 
@@ -245,7 +257,8 @@ class Motion:
         n = len(self)
         want = {"pitch": (n,), "yaw": (n,), "roll": (n,), "R": (n, 3, 3), "exp": (n, NUM_KP, 3),
                 "t": (n, 3), "scale": (n, 1), "kp": (n, NUM_KP, 3), "eye_ratio": (n, 2),
-                "lip_ratio": (n, 1), "face_id": (n,), "frame_index": (n,)}
+                "lip_ratio": (n, 1), "face_id": (n,), "frame_index": (n,), "eye_target": (n, 2),
+                "lip_target": (n, 2)}
         for key, shape in want.items():
             v = getattr(self, key)
             if v is None:
@@ -260,6 +273,15 @@ class Motion:
             raise InputError(f"{name} has no frames.")
         if not (self.fps > 0 and math.isfinite(self.fps)):
             raise InputError(f"{name}: fps must be a positive number, got {self.fps}.")
+        for key in ("eye_target", "lip_target"):
+            v = getattr(self, key)
+            if v is not None and not (bool(torch.isfinite(v).all()) and bool((v >= 0).all())):
+                raise InputError(f"{name}: field '{key}' should hold finite (ratio, weight) pairs ≥ 0.")
+        if self.anchor is not None:
+            a = self.anchor
+            if not isinstance(a, Motion) or len(a) != 1 or a.anchor is not None:
+                raise InputError(f"{name}: the anchor must be a 1-item motion without an anchor of its own.")
+            a.validate(f"{name} anchor")
 
     def keypoints(self) -> torch.Tensor:
         """Implicit keypoints x = transform_keypoint(kp, R, exp, scale, t) [N,21,3] float32."""
@@ -333,7 +355,10 @@ class Motion:
     @staticmethod
     def concat(motions: Sequence["Motion"]) -> "Motion":
         """Concatenate items. Optional fields stay only if every part has them; fps of the first.
-        face_id / frame_index default to 0 / per-part item rank when some parts lack them."""
+        face_id / frame_index default to 0 / per-part item rank when some parts lack them;
+        eye_target / lip_target to "no target" (weight 0). The anchor is kept when every part
+        has the same one (equal values); parts with different anchors raise InputError, since
+        their frames are relative to different neutrals."""
         if not motions:
             raise InputError("cannot concatenate an empty list of motions.")
         kw = {}
@@ -341,6 +366,11 @@ class Motion:
             vals = [getattr(m, f.name) for m in motions]
             if f.name == "fps":
                 kw["fps"] = motions[0].fps
+            elif f.name == "anchor":
+                kw["anchor"] = _common_anchor(vals)
+            elif f.name in ("eye_target", "lip_target") and any(v is not None for v in vals):
+                kw[f.name] = torch.cat([v if v is not None else torch.zeros(len(m), 2)  # weight 0: none
+                                        for v, m in zip(vals, motions)])
             elif f.name in ("face_id", "frame_index") and any(v is not None for v in vals):
                 kw[f.name] = torch.cat([v if v is not None else
                                         (torch.zeros(len(m), dtype=torch.int64) if f.name == "face_id"
@@ -350,6 +380,55 @@ class Motion:
             else:
                 kw[f.name] = None
         return Motion(**kw)
+
+
+def _same_values(a: "Motion", b: "Motion") -> bool:
+    for f in fields(Motion):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dtype == y.dtype
+                    and x.shape == y.shape and torch.equal(x, y)):
+                return False
+        elif isinstance(x, Motion) or isinstance(y, Motion):
+            if not (isinstance(x, Motion) and isinstance(y, Motion) and _same_values(x, y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def _common_anchor(anchors: Sequence[Optional["Motion"]]) -> Optional["Motion"]:
+    if all(a is None for a in anchors):
+        return None
+    first = anchors[0]
+    if first is None or any(a is None or (a is not first and not _same_values(a, first)) for a in anchors):
+        raise InputError("cannot concatenate motions relative to different anchors (or with and "
+                         "without one): their frames are measured from different neutral faces.")
+    return first
+
+
+def neutral_motion(n: int, fps: float = 25.0) -> Motion:
+    """A driving motion of `n` neutral frames: R = I, exp = 0, t = 0, scale = 1, degrees 0,
+    no kp / ratios, `anchor` = a 1-item neutral motion.
+
+    In relative mode every neutral frame changes nothing, so
+    `compose(source, apply_controls(neutral_motion(n, fps), values))` is the source edited by
+    the controls frame by frame (frames whose values are all neutral give the source exactly).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"neutral_motion: the number of frames must be a whole number ≥ 1, got {n!r}.")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"neutral_motion: fps must be a positive number, got {fps!r}.")
+
+    def one(k: int, anchor: Optional[Motion]) -> Motion:
+        z = torch.zeros(k)
+        return Motion(pitch=z, yaw=z.clone(), roll=z.clone(), R=torch.eye(3).expand(k, 3, 3).contiguous(),
+                      exp=torch.zeros(k, NUM_KP, 3), t=torch.zeros(k, 3), scale=torch.ones(k, 1),
+                      fps=float(fps), anchor=anchor)
+
+    m = one(int(n), one(1, None))
+    m.validate("neutral motion")
+    return m
 
 
 def _shaped(x, shape: tuple, name: str) -> Optional[torch.Tensor]:

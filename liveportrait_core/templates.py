@@ -7,7 +7,12 @@
   `c_eyes_lst` / `c_lip_lst` or `c_d_eyes_lst` / `c_d_lip_lst`, or none (ratios then unknown).
   Written with protocol 4, plain float32 arrays and Python ints, the current key names.
 * `.lpmotion.safetensors` (ours): safetensors tensors + JSON metadata; round-trips every
-  Motion field exactly (None fields, fps, face ids, frame indices).
+  Motion field exactly (None fields, fps, face ids, frame indices, and the editing fields:
+  the anchor as `anchor.<field>` tensors, eye / lip ratio targets). Files of motions without
+  editing fields are format version 1 as before; with them version 2 (older readers then say
+  the file is newer than they read, instead of misreading it).
+* A `.pkl` template has no place for the editing fields: saving drops the anchor and the
+  ratio targets (with a warning), so a reloaded edited motion is relative to its frame 0.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import os
 import pickle
 import struct
 import uuid
+import warnings
 from typing import Any
 
 import numpy as np
@@ -30,10 +36,12 @@ from .motion import NUM_KP, Motion
 MOTION_EXTENSION = ".lpmotion.safetensors"
 PICKLE_EXTENSION = ".pkl"
 _FORMAT_KEY = "liveportrait_motion"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # newest version read; 1 = no editing fields
 _MAX_BYTES = 1 << 30
 _FLOAT_FIELDS = ("pitch", "yaw", "roll", "R", "exp", "t", "scale", "kp", "eye_ratio", "lip_ratio")
 _INT_FIELDS = ("face_id", "frame_index")
+_EDIT_FIELDS = ("eye_target", "lip_target")  # version 2
+_ANCHOR = "anchor."  # prefix of the anchor's tensors (version 2)
 
 
 # ------------------------------------------------------------------------------ reading .pkl
@@ -204,15 +212,23 @@ def _to_template(motion: Motion) -> dict:
 # ------------------------------------------------------------------------------ our format
 
 
+def _tensors(motion: Motion, prefix: str = "") -> dict:
+    out = {}
+    for k in _FLOAT_FIELDS + _INT_FIELDS + _EDIT_FIELDS:
+        v = getattr(motion, k)
+        if v is not None:
+            out[prefix + k] = v.detach().cpu().to(torch.int64 if k in _INT_FIELDS else torch.float32).contiguous().clone()
+    return out
+
+
 def _to_safetensors(motion: Motion) -> bytes:
     from safetensors.torch import save
 
-    tensors = {}
-    for k in _FLOAT_FIELDS + _INT_FIELDS:
-        v = getattr(motion, k)
-        if v is not None:
-            tensors[k] = v.detach().cpu().to(torch.int64 if k in _INT_FIELDS else torch.float32).contiguous().clone()
-    meta = {"version": _FORMAT_VERSION, "fps": float(motion.fps), "n_items": len(motion)}
+    tensors = _tensors(motion)
+    if motion.anchor is not None:
+        tensors.update(_tensors(motion.anchor, _ANCHOR))
+    edited = motion.anchor is not None or any(getattr(motion, k) is not None for k in _EDIT_FIELDS)
+    meta = {"version": 2 if edited else 1, "fps": float(motion.fps), "n_items": len(motion)}
     return save(tensors, metadata={_FORMAT_KEY: json.dumps(meta)})
 
 
@@ -242,11 +258,16 @@ def _from_safetensors(data: bytes, path: str) -> Motion:
     missing = [k for k in ("pitch", "yaw", "roll", "R", "exp", "t", "scale") if k not in tensors]
     if missing:
         raise MotionFileError(f"{path}: motion file lacks {missing}.")
+    known = _FLOAT_FIELDS + _INT_FIELDS + _EDIT_FIELDS
     for k, v in tensors.items():
-        want = torch.int64 if k in _INT_FIELDS else torch.float32
-        if k not in _FLOAT_FIELDS + _INT_FIELDS or v.dtype != want:
+        base = k[len(_ANCHOR):] if k.startswith(_ANCHOR) else k
+        want = torch.int64 if base in _INT_FIELDS else torch.float32
+        if base not in known or v.dtype != want:
             raise MotionFileError(f"{path}: unexpected entry '{k}' ({v.dtype}) in motion file.")
-    m = Motion(**{k: tensors.get(k) for k in _FLOAT_FIELDS + _INT_FIELDS}, fps=float(meta["fps"]))
+    anchor = None
+    if any(k.startswith(_ANCHOR) for k in tensors):
+        anchor = Motion(**{k: tensors.get(_ANCHOR + k) for k in known}, fps=float(meta["fps"]))
+    m = Motion(**{k: tensors.get(k) for k in known}, fps=float(meta["fps"]), anchor=anchor)
     try:
         m.validate(path)
     except LivePortraitError as e:
@@ -301,6 +322,10 @@ def save_motion(motion: Motion, path: str) -> str:
         raise MotionFileError(str(e)) from None
     if low.endswith((".pkl", ".pickle")):
         _single_face(motion, path)
+        dropped = [k for k in ("anchor",) + _EDIT_FIELDS if getattr(motion, k) is not None]
+        if dropped:
+            warnings.warn(f"{path}: a .pkl template cannot hold {', '.join(dropped)} (editing data); they are "
+                          f"not saved — use {MOTION_EXTENSION} to keep them.", stacklevel=2)
         buf = io.BytesIO()
         _TemplatePickler(buf, protocol=4).dump(_to_template(motion))
         data = buf.getvalue()

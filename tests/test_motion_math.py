@@ -205,10 +205,10 @@ def mlp_calls(calls: list, mlp: str, source_video: bool):
     kinds = {"eye": ["source_eye", "eye"], "lip": ["lip_normalize", "lip"]}[mlp]
     rows = []
     for c in calls:
-        if c["kind"] in kinds:
-            for j, f in enumerate(c["frames"].tolist()):
-                once = c["kind"] == "lip_normalize" and not source_video  # image: once, before the loop
-                rows.append(((-1, 0) if once else (f, kinds.index(c["kind"])), c["ratio"][j], c["delta"][j]))
+        if c.kind in kinds:
+            for j, f in enumerate(c.frames.tolist()):
+                once = c.kind == "lip_normalize" and not source_video  # image: once, before the loop
+                rows.append(((-1, 0) if once else (f, kinds.index(c.kind)), c.ratio[j], c.delta[j]))
     rows.sort(key=lambda r: r[0])
     return (torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows])) if rows else None
 
@@ -234,12 +234,12 @@ def test_motion_math_case(cid, tmp_path):
     assert torch.equal(plan.source_index, torch.arange(n) if src_video else torch.zeros(n, dtype=torch.int64))
     assert plan.fps == (30.0 if src_video else drv.fps)
     if f"pre_stitch__{cid}" in d:
-        assert "pre_stitch" in tr, "stitching did not run"
-        check(tr["pre_stitch"], d[f"pre_stitch__{cid}"][:, 0], "pre_stitch")
+        assert tr.pre_stitch is not None, "stitching did not run"
+        check(tr.pre_stitch, d[f"pre_stitch__{cid}"][:, 0], "pre_stitch")
     else:
-        assert "pre_stitch" not in tr, "stitching ran but the reference did not stitch"
+        assert tr.pre_stitch is None, "stitching ran but the reference did not stitch"
     for mlp in ("eye", "lip"):
-        got = mlp_calls(tr.get("calls", []), mlp, src_video)
+        got = mlp_calls(tr.calls, mlp, src_video)
         if f"{mlp}_ratio__{cid}" in d:
             assert got is not None, f"no {mlp} MLP call"
             check(got[0], d[f"{mlp}_ratio__{cid}"][:, 0], f"{mlp} ratios")
@@ -248,14 +248,14 @@ def test_motion_math_case(cid, tmp_path):
             assert got is None, f"unexpected {mlp} MLP call"
     for j, name in enumerate(("exp", "R")):
         if f"smooth_in__{cid}_{j}" in d:
-            check(tr[f"smooth_in_{name}"].reshape(-1), d[f"smooth_in__{cid}_{j}"].reshape(-1), "smooth in")
-            check(tr[f"smooth_out_{name}"], d[f"smooth_out__{cid}_{j}"], "smooth out", 1e-6)
+            check(getattr(tr, f"smooth_in_{name}").reshape(-1), d[f"smooth_in__{cid}_{j}"].reshape(-1), "smooth in")
+            check(getattr(tr, f"smooth_out_{name}"), d[f"smooth_out__{cid}_{j}"], "smooth out", 1e-6)
         else:
-            assert f"smooth_in_{name}" not in tr
+            assert getattr(tr, f"smooth_in_{name}") is None
     if "motion_multiplier" in case:
-        assert abs(tr["motion_multiplier"] - case["motion_multiplier"]) < 1e-9
+        assert abs(tr.motion_multiplier - case["motion_multiplier"]) < 1e-9
     else:
-        assert "motion_multiplier" not in tr
+        assert tr.motion_multiplier is None
 
 
 def test_pose_and_expression_friendly_differ_only_by_rounding():
@@ -288,14 +288,14 @@ def test_e2e_keypoints_from_reference_motion(case):
     retarget = case == "retarget"
     plan = compose(src, drv, mlps(), ComposeOptions(eye_retargeting=retarget, lip_retargeting=retarget), trace)
     tr = trace[0]
-    assert tr["motion_multiplier"] == pytest.approx(float(d[f"{case}_motion_multiplier"]), abs=1e-12)
-    check(tr["pre_stitch"], d[f"{case}_x_d_pre_stitch"][:, 0], "pre_stitch")
+    assert tr.motion_multiplier == pytest.approx(float(d[f"{case}_motion_multiplier"]), abs=1e-12)
+    check(tr.pre_stitch, d[f"{case}_x_d_pre_stitch"][:, 0], "pre_stitch")
     check(plan.x_s, d[f"{case}_x_s"][:, 0], "x_s", 0)
     check(plan.x_d, d[f"{case}_x_d_final"][:, 0], "x_d final")
     assert plan.fps == 25.0
     if retarget:
-        calls = {c["kind"]: c for c in tr["calls"]}
-        check(calls["eye"]["ratio"], d["retarget_eye_ratio_combined"][:, 0], "eye ratio input", 0)
-        check(calls["lip"]["ratio"], d["retarget_lip_ratio_combined"][:, 0], "lip ratio input", 0)
-        check(calls["eye"]["delta"], d["retarget_eyes_delta"][:, 0], "eye delta")
-        check(calls["lip"]["delta"], d["retarget_lip_delta"][:, 0], "lip delta")
+        calls = {c.kind: c for c in tr.calls}
+        check(calls["eye"].ratio, d["retarget_eye_ratio_combined"][:, 0], "eye ratio input", 0)
+        check(calls["lip"].ratio, d["retarget_lip_ratio_combined"][:, 0], "lip ratio input", 0)
+        check(calls["eye"].delta, d["retarget_eyes_delta"][:, 0], "eye delta")
+        check(calls["lip"].delta, d["retarget_lip_delta"][:, 0], "lip delta")
