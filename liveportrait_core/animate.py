@@ -1,7 +1,7 @@
 """File-level pipeline behind the CLI: files in → crops → motion → keypoints → frames → file out.
 
 `animate_files` reads a source (image / video / image folder) and a driving input (video,
-image, image folder or motion template), crops faces (or takes the inputs as face crops),
+image, image folder, motion template or keyframe sequence `*.keyframes.json`), crops faces (or takes the inputs as face crops),
 extracts motion, composes, renders in batches and streams the frames (pasted back into the
 source, or the raw 512² crops) into an mp4 or an image. `extract_motion_file` writes a driving
 input's motion as a template. Both raise `LivePortraitError` subclasses for every bad input.
@@ -30,6 +30,7 @@ from .face.crops import FaceCrops
 from .render import Animator
 
 TEMPLATE_EXTS = (".pkl", ".pickle", ".safetensors")
+SEQUENCE_EXTS = (".json",)  # keyframe sequences (`editing.keyframes`, canonical name *.keyframes.json)
 NOTE = Callable[[str], None]
 STREAM_CHUNK = 16  # source / driving frames decoded + cropped at a time (see stream_chunk): 16 × 6 MiB at 1080p
 
@@ -57,10 +58,14 @@ class RunOptions:
     max_frames: Optional[int] = None
     compose: ComposeOptions = field(default_factory=ComposeOptions)
     faces: FaceOptions = field(default_factory=FaceOptions)
+    # expression controls (name → value, e.g. a loaded preset) applied to every driving frame
+    expression: Optional[dict] = None
+    expression_strength: float = 1.0
 
 
 def input_kind(path: str, what: str) -> str:
-    """'image', 'video' or 'template' for an input path (VideoError / InputError otherwise)."""
+    """'image', 'video', 'template' or 'keyframes' (a keyframe sequence, .json) for an input path
+    (VideoError / InputError otherwise)."""
     if not os.path.exists(path):
         raise VideoError(f"{what} not found: '{path}'. Check the path.")
     low = path.lower()
@@ -68,13 +73,16 @@ def input_kind(path: str, what: str) -> str:
         return "video"
     if low.endswith(TEMPLATE_EXTS):
         return "template"
+    if low.endswith(SEQUENCE_EXTS):
+        return "keyframes"
     if low.endswith(vio.IMAGE_EXTS):
         return "image"
     if low.endswith(vio.VIDEO_EXTS):
         return "video"
     raise InputError(
         f"{what} '{path}': unknown file type. Use an image ({', '.join(vio.IMAGE_EXTS)}), a video "
-        f"({', '.join(vio.VIDEO_EXTS)}), a folder of images, or a motion template (.pkl, .lpmotion.safetensors).")
+        f"({', '.join(vio.VIDEO_EXTS)}), a folder of images, a motion template (.pkl, .lpmotion.safetensors) "
+        "or a keyframe sequence (.keyframes.json).")
 
 
 class FaceTools:
@@ -153,7 +161,7 @@ def lazy_progress(progress_factory, desc: str):
 
 def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptions, note: NOTE,
                    progress=None, track_progress=None):
-    """Motion of the driving input (template, image, video or image folder).
+    """Motion of the driving input (template, keyframe sequence, image, video or image folder).
 
     Videos are streamed (`vio.iter_chunks`): only one chunk of frames and the Motion are held;
     with the global crop box the file is read twice (tracking, then crops + motion).
@@ -163,8 +171,13 @@ def driving_motion(path: str, kind: str, models, tools: FaceTools, run: RunOptio
     from .motion import Motion
     from .templates import load_motion
 
-    if kind == "template":
-        m = load_motion(path)
+    if kind in ("template", "keyframes"):
+        if kind == "template":
+            m = load_motion(path)
+        else:
+            from .editing.keyframes import load_sequence, sequence_motion
+
+            m = sequence_motion(load_sequence(path))
         if run.max_frames is not None and len(m) > run.max_frames:
             m = m.select(torch.arange(run.max_frames))
         return m
@@ -219,8 +232,9 @@ def source_crops(path: str, kind: str, tools: FaceTools, run: RunOptions, track_
     from .face.crop import resize_to_limit
     from .face.pipeline import concat_crops
 
-    if kind == "template":
-        raise InputError(f"source '{path}' is a motion template; the source must be an image, a video or a folder of images.")
+    if kind in ("template", "keyframes"):
+        what = "a motion template" if kind == "template" else "a keyframe sequence"
+        raise InputError(f"source '{path}' is {what}; the source must be an image, a video or a folder of images.")
     if kind == "image":
         img = vio.read_image(path)
         if run.faces.crop:
@@ -282,6 +296,10 @@ def animate_files(source: str, driving: str, output: str, models, run: RunOption
     drv_motion = driving_motion(driving, d_kind, models, tools, run, note,
                                 lazy_progress(progress_factory, "driving motion"),
                                 lazy_progress(progress_factory, "tracking driving faces"))
+    if run.expression:
+        from .editing.keyframes import apply_expression
+
+        drv_motion = apply_expression(drv_motion, run.expression, run.expression_strength)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = compose(src_motion, drv_motion, getattr(models, "stitching_retargeting", None), run.compose)
@@ -346,6 +364,8 @@ def extract_motion_file(driving: str, output: str, models, run: RunOptions, note
     kind = input_kind(driving, "driving")
     if kind == "template":
         raise InputError(f"driving '{driving}' already is a motion template.")
+    if kind == "keyframes":
+        raise InputError(f"driving '{driving}' is a keyframe sequence, not a video: it has no motion to extract.")
     tools = FaceTools(models, run.faces, note)
     motion = driving_motion(driving, kind, models, tools, run, note, lazy_progress(progress_factory, "driving motion"),
                             lazy_progress(progress_factory, "tracking driving faces"))

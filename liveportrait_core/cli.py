@@ -1,5 +1,9 @@
 """Command line: `python -m liveportrait_core animate …`, `… extract-motion …`, `… download-weights …`.
 
+`animate --driving` takes a video, image, image folder, motion template or keyframe sequence
+(`*.keyframes.json`, see docs/MOTION.md "Keyframes"); `--expression preset.json` applies an
+expression preset on top of any driving.
+
 Every user error ends with one line on stderr ("error: …") and exit code 2 (bad arguments)
 or 1 (bad input files / weights / no face); nothing is left at the output path.
 """
@@ -78,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Animate SOURCE (image, video or folder of images) with DRIVING (video, image, "
                                    "folder or motion template) and write OUTPUT (.mp4, or .png/.jpg for one frame).")
     a.add_argument("--source", "-s", required=True, metavar="IMAGE|VIDEO", help="source portrait: image, video or image folder")
-    a.add_argument("--driving", "-d", required=True, metavar="VIDEO|IMAGE|TEMPLATE",
-                   help="driving video, image, image folder, or motion template (.pkl / .lpmotion.safetensors)")
+    a.add_argument("--driving", "-d", required=True, metavar="VIDEO|IMAGE|TEMPLATE|SEQUENCE",
+                   help="driving video, image, image folder, motion template (.pkl / .lpmotion.safetensors) "
+                        "or keyframe sequence (.keyframes.json: expressions on a timeline, no video needed)")
     a.add_argument("--output", "-o", required=True, metavar="OUT.mp4",
                    help="output video (.mp4) or image (.png/.jpg, only when the result is one frame)")
     a.add_argument("--precision", choices=["exact", "fast"], default="exact",
@@ -115,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --eye-retargeting: a fixed eye-open ratio instead of the driving's")
     c.add_argument("--target-lip-ratio", type=_ratio, default=None, metavar="R",
                    help="with --lip-retargeting: a fixed lip-open ratio instead of the driving's")
+    c.add_argument("--expression", default=None, metavar="PRESET.json",
+                   help="expression preset (the Expression Editor's JSON) added to every driving frame")
+    c.add_argument("--expression-strength", type=float, default=1.0, metavar="X",
+                   help="scale of --expression (default 1.0; 0 = off)")
     c.add_argument("--length-policy", choices=["cut", "loop", "ping-pong", "hold"], default="cut",
                    help="video source vs driving video of different lengths: cut to the shorter (reference), "
                         "or loop / ping-pong / hold the shorter one (default: cut)")
@@ -185,15 +194,30 @@ def _run(args) -> int:
         from .animate import check_output_path, input_kind
 
         check_output_path(args.output)  # fail on bad inputs before loading weights
-        if input_kind(args.source, "source") == "template":
+        s_kind, d_kind = input_kind(args.source, "source"), input_kind(args.driving, "driving")
+        if s_kind in ("template", "keyframes"):
             from .errors import InputError
 
-            raise InputError(f"source '{args.source}' is a motion template; the source must be an image, "
+            what = "a motion template" if s_kind == "template" else "a keyframe sequence"
+            raise InputError(f"source '{args.source}' is {what}; the source must be an image, "
                              "a video or a folder of images.")
-        if input_kind(args.driving, "driving") == "template":
+        if d_kind == "template":
             from .templates import load_motion
 
             load_motion(args.driving)
+        elif d_kind == "keyframes":
+            from .editing.keyframes import load_sequence
+
+            load_sequence(args.driving)
+        if args.expression is not None:
+            import math
+
+            from .editing.presets import load_preset
+            from .errors import InputError
+
+            if not (math.isfinite(args.expression_strength) and args.expression_strength >= 0):
+                raise InputError(f"--expression-strength must be a finite number ≥ 0, got {args.expression_strength}.")
+            run.expression, run.expression_strength = load_preset(args.expression), args.expression_strength
         models = load_models_for(args.weights, args.device)
         out = animate_files(args.source, args.driving, args.output, models, run, note=note,
                             progress_factory=_tqdm_progress)
