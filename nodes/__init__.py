@@ -9,6 +9,7 @@ from __future__ import annotations
 from .comfy import ComfyExtension
 from .animate import LivePortraitAnimate
 from .editor import LivePortraitExpressionEditor
+from .keyframes import LivePortraitApplyExpression, LivePortraitKeyframes
 from .faces import LivePortraitCropFace, LivePortraitPasteBack
 from .loaders import LivePortraitLoadFaceDetector, LoadLivePortraitModels
 from .motion import (LivePortraitExtractMotion, LivePortraitLoadMotion, LivePortraitRetarget,
@@ -25,6 +26,8 @@ NODES = [
     LivePortraitLoadMotion,
     LivePortraitSaveMotion,
     LivePortraitExpressionEditor,
+    LivePortraitKeyframes,
+    LivePortraitApplyExpression,
 ]
 
 

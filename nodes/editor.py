@@ -68,9 +68,9 @@ def first_item_per_face(motion) -> list[int]:
 
 
 def anchored(edited, original):
-    """`edited` with an anchor so Retarget's relative mode gives source + edit: the original's
-    anchor when it has one, else its unedited first item (single-face motions only: a driving
-    motion has one face; a several-face edit is meant as a source motion, where no anchor is used)."""
+    """The edited source face(s) with an anchor, so Retarget's relative mode gives source + edit:
+    the unedited first item (single face; a several-face edit is meant as a source motion,
+    where no anchor is used). A 1-item anchored driving motion is measured from its anchor."""
     if original.anchor is not None or len(original.faces()) != 1:
         return edited
     return dataclasses.replace(edited, anchor=dataclasses.replace(original.select([0]), anchor=None))
@@ -158,6 +158,7 @@ class LivePortraitExpressionEditor(io.ComfyNode):
         import torch
 
         from ..liveportrait_core.editing.controls import apply_controls
+        from ..liveportrait_core.editing.keyframes import apply_expression
         from ..liveportrait_core.extract import extract_motion
 
         values = edit_values(controls)
@@ -174,11 +175,14 @@ class LivePortraitExpressionEditor(io.ComfyNode):
                 C.check_interrupt()
                 images.append(cache.render(key, values, strength=strength))
                 keys.append({"id": key, "label": label})
-        to_edit = motion if motion is not None else src_motion
-        edited = apply_controls(to_edit, values, strength=strength,
-                                frame_range=frame_range(frame_start, frame_end, to_edit),
-                                fade_in=fade_in, fade_out=fade_out)
-        edited = anchored(edited, to_edit)
+        if motion is not None:  # a driving / source video: anchored at its unedited first frame
+            edited = apply_expression(motion, values, strength=strength,
+                                      frame_range=frame_range(frame_start, frame_end, motion),
+                                      fade_in=fade_in, fade_out=fade_out)
+        else:
+            edited = anchored(apply_controls(src_motion, values, strength=strength,
+                                             frame_range=frame_range(frame_start, frame_end, src_motion),
+                                             fade_in=fade_in, fade_out=fade_out), src_motion)
         image = torch.cat(images).to(C.intermediate_device())
         shown = ui.PreviewImage(image, cls=cls).as_dict()
         shown["lp_preview"] = keys  # the ids the live preview may ask for (web/liveportrait_editor.js)
