@@ -6,6 +6,8 @@ POST /liveportrait/preview   body (JSON, ≤ 64 KB):
     → 200 image/png (512×512, the node's pixels), headers X-LivePortrait-Render-Ms;
       400 bad JSON / values, 404 unknown id, 409 superseded by a newer request of the same
       client, 413 body too large, 415 not JSON, 500 render failed — errors as {"error": "..."}.
+    or, from the Keyframes timeline, {"source", "sequence": {keyframe JSON}, "frame": n, "client"}:
+    the controls of frame n of the sequence (evaluated by the core), strength = the sequence's.
 GET  /liveportrait/controls  → {"controls": [{name, label, min, max, neutral, step, unit, kind,
                                 tooltip}, ...]} (the editor's sliders, CONTROLS order)
 GET  /liveportrait/sources   → {"sources": [{"id", "label", "precision"}], "epoch": n}
@@ -89,15 +91,20 @@ def parse_preview(body: bytes) -> dict:
         raise RequestError(400, f"body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise RequestError(400, "body must be a JSON object {\"source\": id, \"controls\": {...}}.")
-    unknown = set(data) - {"source", "controls", "strength", "client"}
+    unknown = set(data) - {"source", "controls", "strength", "client", "sequence", "frame"}
     if unknown:
-        raise RequestError(400, f"unknown field(s) {sorted(unknown)}; expected source, controls, strength, client.")
+        raise RequestError(400, f"unknown field(s) {sorted(unknown)}; expected source, controls, strength, client "
+                                "(or sequence + frame).")
     source = data.get("source")
     if not isinstance(source, str) or not (0 < len(source) <= 64):
         raise RequestError(400, "'source' must be the preview id the editor node returned (a short string).")
     if source not in preview_cache():
         raise RequestError(404, "unknown preview source id (never issued, or freed by /free): run the workflow "
                                 "once so the editor node registers its face.")
+    if "sequence" in data:
+        if "controls" in data or "strength" in data:
+            raise RequestError(400, "give either 'controls' (+ 'strength') or 'sequence' + 'frame', not both.")
+        data = {**data, **sequence_frame(data.get("sequence"), data.get("frame"))}
     controls = data.get("controls", {})
     if not isinstance(controls, dict):
         raise RequestError(400, "'controls' must be an object of control name → number.")
@@ -116,6 +123,23 @@ def parse_preview(body: bytes) -> dict:
     if not isinstance(client, str) or len(client) > 64:
         raise RequestError(400, "'client' must be a short string (≤ 64 characters).")
     return {"source": source, "controls": values, "strength": float(strength), "client": client}
+
+
+def sequence_frame(sequence, frame) -> dict:
+    """{"controls", "strength"} of frame `frame` of a keyframe sequence (a JSON object, as the
+    timeline sends it: the Keyframes node's widgets already applied). The core evaluates it."""
+    from ..liveportrait_core.editing.keyframes import frame_count, sequence_from_dict, sequence_values
+    from ..liveportrait_core.errors import LivePortraitError
+
+    if isinstance(frame, bool) or not isinstance(frame, int) or not (0 <= frame <= 100_000):
+        raise RequestError(400, "'frame' must be a whole frame number between 0 and 100000.")
+    try:
+        seq = sequence_from_dict(sequence, "preview sequence")
+        n = max(frame + 1, frame_count(seq))
+        values = sequence_values(seq, n_frames=n)
+    except LivePortraitError as e:
+        raise RequestError(400, str(e)) from None
+    return {"controls": {k: float(v[frame]) for k, v in values.items()}, "strength": float(seq.strength)}
 
 
 def render_preview(req: dict, ticket: Optional[tuple] = None) -> tuple[bytes, float]:

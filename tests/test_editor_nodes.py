@@ -227,3 +227,20 @@ def test_apply_expression_over_a_range_on_every_face(env, pack):
     assert float(out2.pitch[0]) == 0 and float(out2.pitch[3]) == pytest.approx(10.0)
     with pytest.raises(Exception, match="frame_end"):
         harness.run_node(cls, dict(motion=one, controls="smile=1", frame_start=4, frame_end=2), linked=("motion",))
+
+
+def test_timeline_scrub_requests_evaluate_the_sequence_in_the_core(env, pack, runs):
+    routes = _routes(pack)
+    kf = core(pack, "editing.keyframes")
+    seq = {"fps": 10, "duration": None, "loop": "hold", "blink": None, "strength": 0.5,
+           "keys": [{"time": 0, "values": {"smile": 0}}, {"time": 1.0, "easing": "ease-in", "values": {"smile": 1.0}}]}
+    got = routes.sequence_frame(seq, 5)
+    ref = kf.sequence_values(kf.sequence_from_dict(seq))["smile"][5]
+    assert got == {"controls": {"smile": float(ref)}, "strength": 0.5} and 0 < float(ref) < 0.5  # eased in
+    assert routes.sequence_frame(seq, 40)["controls"]["smile"] == 1.0  # past the last key: held
+    (key,) = [x["id"] for x in runs["neutral"].ui["lp_preview"]]
+    for body, word in ((dict(source=key, sequence=seq, frame=-1), "frame"),
+                       (dict(source=key, sequence={**seq, "keys": seq["keys"][::-1]}, frame=0), "key 1"),
+                       (dict(source=key, sequence=seq, frame=2, controls={}), "either")):
+        status, _, out = routes.preview_response(json.dumps(body).encode())
+        assert status == 400 and word in json.loads(out)["error"], out
