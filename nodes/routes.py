@@ -10,7 +10,8 @@ POST /liveportrait/preview   body (JSON, ≤ 64 KB):
     the controls of frame n of the sequence (evaluated by the core), strength = the sequence's.
 GET  /liveportrait/controls  → {"controls": [{name, label, min, max, neutral, step, unit, kind,
                                 tooltip}, ...]} (the editor's sliders, CONTROLS order)
-GET  /liveportrait/sources   → {"sources": [{"id", "label", "precision"}], "epoch": n}
+GET  /liveportrait/sources   → {"sources": [{"id", "label", "precision"}], "epoch": n,
+                                "renders": n, "superseded": n}  (ids in registration order)
 
 Only ids the editor node registered are accepted (nothing from the request is opened as a
 file); values are validated against the control table. The render runs in a worker thread
@@ -194,7 +195,7 @@ def sources_table() -> dict:
     cache = preview_cache()
     with cache._lock:
         items = [{"id": k, "label": s.label, "precision": s.precision} for k, s in cache._sources.items()]
-    return {"sources": items, "epoch": cache_epoch()}
+    return {"sources": items, "epoch": cache_epoch(), "renders": cache.renders, "superseded": cache.superseded}
 
 
 def _error(msg: str) -> bytes:

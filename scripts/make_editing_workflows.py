@@ -162,6 +162,8 @@ def normalize(wf: dict) -> dict:
                     i["type"] = "COMBO"
         if n["type"] == "LoadAudio":
             n["widgets_values"] = n["widgets_values"][:1]
+        if n["type"] in ("SaveImage", "SaveVideo") and not any(o.get("links") for o in n["outputs"]):
+            n["outputs"] = []  # newer ComfyUI gives save nodes a pass-through output; 0.33 has none
         # frontend-only widget sockets (upload buttons, the audio player) are no inputs of the node
         n["inputs"] = [i for i in n["inputs"] if i["type"] not in ("IMAGEUPLOAD", "AUDIOUPLOAD", "AUDIO_UI")]
     return wf

@@ -164,6 +164,8 @@ class PreviewCache:
         self._lock = threading.Lock()  # guards the two dicts (short critical sections)
         self.generations = Generations()
         self.feature_computations = 0  # F evaluations (for tests / diagnostics)
+        self.renders = 0  # W+G evaluations
+        self.superseded = 0  # requests skipped because a newer one of the same client arrived
 
     # -- animators
     def animator(self, models, precision: str):
@@ -245,7 +247,9 @@ class PreviewCache:
         src = self.get(key)
         with self.render_lock:
             if ticket is not None and not self.generations.current(*ticket):
+                self.superseded += 1
                 raise Superseded("a newer preview request replaced this one.")
+            self.renders += 1
             if on_start is not None:
                 on_start()
             animator = self.animator(src.models, src.precision)
