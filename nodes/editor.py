@@ -144,6 +144,9 @@ class LivePortraitExpressionEditor(io.ComfyNode):
                 io.Image.Output(display_name="image", tooltip="The edited 512×512 crop, one per selected face."),
             ],
             hidden=[io.Hidden.unique_id],
+            # an output node: ComfyUI then re-sends its ui (the preview id) when a run is cached,
+            # so a freshly opened page gets the live preview without changing anything
+            is_output_node=True,
         )
 
     @classmethod

@@ -152,6 +152,9 @@ class LivePortraitKeyframes(io.ComfyNode):
             outputs=[LPMotion.Output(display_name="motion",
                                      tooltip="Driving motion, one item per frame, relative to the neutral face.")],
             hidden=[io.Hidden.unique_id],
+            # an output node: ComfyUI then re-sends its ui (the preview id) when a run is cached,
+            # so a freshly opened page gets the live preview without changing anything
+            is_output_node=True,
         )
 
     @classmethod

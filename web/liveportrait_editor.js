@@ -108,6 +108,7 @@ export class LivePreview {
     }
     const blob = await res.blob();
     if (ctl.signal.aborted) return;
+    this.lastBlob = blob; // the PNG as served (tests compare it with a run's image)
     this.show(URL.createObjectURL(blob), true);
     const ms = res.headers.get("X-LivePortrait-Render-Ms");
     this.status.textContent = `${this.title}: ${ms ? `${Math.round(+ms)} ms render, ` : ""}` +
