@@ -199,9 +199,9 @@ def test_timeline_adds_and_moves_a_key_and_scrubbing_previews_without_queueing(p
     wink = [k for k in seq["keys"] if "wink" in k["values"]]
     assert len(wink) == 1 and wink[0]["time"] == 1.0 and wink[0]["values"]["wink"] == 20.0
     assert len(seq["keys"]) == n_keys + 1  # no key at 1.0 s before: a new one
-    # drag the wink diamond from 1.0 s to 2.0 s
+    # drag the wink diamond from 1.0 s to 1.25 s (keys cannot pass their neighbours at 0.8 / 1.6 s)
     x0, y0 = xy(1.0, "wink")
-    x1, _ = xy(2.0, "wink")
+    x1, _ = xy(1.25, "wink")
     page.mouse.move(x0, y0)
     page.mouse.down()
     for i in range(1, 9):
@@ -210,7 +210,7 @@ def test_timeline_adds_and_moves_a_key_and_scrubbing_previews_without_queueing(p
     page.mouse.up()
     seq = json.loads(page.evaluate("(id) => app.graph.getNodeById(id).widgets[0].value", kf))
     times = [k["time"] for k in seq["keys"] if "wink" in k["values"]]
-    assert times == [2.0] and [k["time"] for k in seq["keys"]] == sorted(k["time"] for k in seq["keys"])
+    assert times == [1.25] and [k["time"] for k in seq["keys"]] == sorted(k["time"] for k in seq["keys"])
     # easing of the selected key
     root.locator("select.lp-tl-easing").select_option("ease-out")
     seq = json.loads(page.evaluate("(id) => app.graph.getNodeById(id).widgets[0].value", kf))
