@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from .comfy import ComfyExtension
 from .animate import LivePortraitAnimate
+from .editor import LivePortraitExpressionEditor
+from .keyframes import LivePortraitApplyExpression, LivePortraitKeyframes
 from .faces import LivePortraitCropFace, LivePortraitPasteBack
 from .loaders import LivePortraitLoadFaceDetector, LoadLivePortraitModels
 from .motion import (LivePortraitExtractMotion, LivePortraitLoadMotion, LivePortraitRetarget,
@@ -23,6 +25,9 @@ NODES = [
     LivePortraitPasteBack,
     LivePortraitLoadMotion,
     LivePortraitSaveMotion,
+    LivePortraitExpressionEditor,
+    LivePortraitKeyframes,
+    LivePortraitApplyExpression,
 ]
 
 
@@ -32,4 +37,7 @@ class LivePortraitExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> LivePortraitExtension:
+    from .routes import install
+
+    install()  # the live-preview routes on ComfyUI's server (no-op outside a server)
     return LivePortraitExtension()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Optional
 
 import torch
@@ -121,6 +122,11 @@ def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+# Held while LivePortrait networks move between devices and while a live preview renders
+# (nodes/routes.py), so a preview never runs on half-moved weights.
+MODELS_LOCK = threading.RLock()
+
+
 def model_patcher(module: torch.nn.Module, size: int = 0):
     """A ComfyUI ModelPatcher for one network: ComfyUI's memory manager then moves it between the
     compute and the offload device, counts it, and unloads it on "Unload models" / `POST /free`."""
@@ -133,7 +139,8 @@ def model_patcher(module: torch.nn.Module, size: int = 0):
 def load_patchers(patchers: list, memory_required: int) -> None:
     """Load `patchers` fully on the compute device, keeping `memory_required` bytes free beside
     them for activations (ComfyUI unloads other models as needed)."""
-    mm.load_models_gpu(list(patchers), memory_required=int(memory_required), force_full_load=True)
+    with MODELS_LOCK:  # never while a live preview renders with these networks
+        mm.load_models_gpu(list(patchers), memory_required=int(memory_required), force_full_load=True)
 
 
 def raise_unless_out_of_memory(e: BaseException) -> None:
@@ -187,3 +194,57 @@ def onnx_device() -> str:
     """Device string for onnxruntime sessions: 'cuda:N' when ComfyUI computes on CUDA, else 'cpu'."""
     d = compute_device()
     return f"cuda:{d.index or 0}" if d.type == "cuda" else "cpu"
+
+
+# ---------------------------------------------------------------------------------------- server
+def prompt_server():
+    """ComfyUI's running PromptServer, or None outside a server (tests, CLI)."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
+def add_server_routes(register) -> bool:
+    """Call `register(routes, aiohttp.web)` with ComfyUI's route table (before the server starts;
+    ComfyUI also serves every route under /api). False when there is no server."""
+    ps = prompt_server()
+    if ps is None or getattr(ps, "routes", None) is None:
+        return False
+    from aiohttp import web
+
+    register(ps.routes, web)
+    return True
+
+
+def on_free(callback) -> bool:
+    """Call `callback()` after every successful POST /free (or /api/free): ComfyUI's "unload models"
+    / "free model and node cache". server.py only sets flags there that the prompt worker acts on
+    later (unload_all_models); a middleware sees the request itself, without patching ComfyUI."""
+    ps = prompt_server()
+    if ps is None or getattr(ps, "app", None) is None:
+        return False
+    from aiohttp import web
+
+    @web.middleware
+    async def liveportrait_free_middleware(request, handler):
+        response = await handler(request)
+        if request.method == "POST" and request.path in ("/free", "/api/free") and response.status < 400:
+            try:
+                callback()
+            except Exception as e:  # never break /free itself
+                log.warning("[LivePortrait] freeing the preview cache failed: %s", e)
+        return response
+
+    ps.app.middlewares.append(liveportrait_free_middleware)
+    return True
+
+
+def input_files() -> list[str]:
+    """Files at the top of ComfyUI's input folder (what LoadImage lists), names only."""
+    root = input_directory()
+    try:
+        return sorted(f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f)))
+    except OSError:
+        return []

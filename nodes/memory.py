@@ -13,6 +13,7 @@ on that object — so when ComfyUI drops its cache, weights, patchers and fast c
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -114,3 +115,11 @@ def chunks(n: int, start: int, batch: int) -> Iterator[tuple[int, int]]:
     """[a, b) ranges of at most `batch` items covering start..n."""
     for a in range(start, n, batch):
         yield a, min(n, a + batch)
+
+
+@contextlib.contextmanager
+def networks_loaded(models) -> Iterator[torch.device]:
+    """Every network of `models` on the compute device with room for one frame (the editor and the
+    timeline preview extract and render single frames)."""
+    C.load_patchers(patchers(models, EXTRACT_NETWORKS + RENDER_NETWORKS), memory_required=frame_bytes(models.dtype))
+    yield C.compute_device()

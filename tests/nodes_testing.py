@@ -19,7 +19,8 @@ import folder_paths  # noqa: E402
 EXAMPLES = os.path.join(REPO_DIR, "example_workflows")
 NODE_IDS = ["LoadLivePortraitModels", "LivePortraitLoadFaceDetector", "LivePortraitCropFace",
             "LivePortraitExtractMotion", "LivePortraitRetarget", "LivePortraitAnimate", "LivePortraitPasteBack",
-            "LivePortraitLoadMotion", "LivePortraitSaveMotion"]
+            "LivePortraitLoadMotion", "LivePortraitSaveMotion",
+            "LivePortraitExpressionEditor", "LivePortraitKeyframes", "LivePortraitApplyExpression"]
 
 
 @pytest.fixture(scope="module")

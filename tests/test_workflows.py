@@ -22,10 +22,12 @@ import folder_paths  # noqa: E402
 
 from nodes_testing import EXAMPLES, activate, pack, tree  # noqa: E402,F401  (shared fixtures)
 
-WORKFLOWS = sorted(glob.glob(os.path.join(EXAMPLES, "*.json")))
-FILE_WIDGETS = {"LoadImage": "image", "LoadVideo": "file", "LivePortraitLoadMotion": "template"}
+WORKFLOWS = sorted(p for p in glob.glob(os.path.join(EXAMPLES, "*.json"))
+                   if not p.endswith(".keyframes.json"))  # keyframe sequences are inputs, not workflows
+FILE_WIDGETS = {"LoadImage": "image", "LoadVideo": "file", "LivePortraitLoadMotion": "template", "LoadAudio": "audio"}
 REQUIRED = {"liveportrait_image_to_video", "liveportrait_image_to_video_template",
-            "liveportrait_video_to_video", "liveportrait_upscale_before_paste"}
+            "liveportrait_video_to_video", "liveportrait_upscale_before_paste",
+            "liveportrait_expression_editor", "liveportrait_keyframes", "liveportrait_audio_reactive"}
 
 
 @pytest.fixture
@@ -100,7 +102,8 @@ def test_workflow_is_valid(path, env):
             if name in values:
                 harness.check_widget_value(t, name, wt, opts, values[name], skip)
         n_values = len(widget_names) + sum(1 for _, wt, o in harness.widget_names(ni)
-                                           if wt == "COMBO" and (o.get("image_upload") or o.get("video_upload")))
+                                           if wt == "COMBO" and (o.get("image_upload") or o.get("video_upload")
+                                                                 or o.get("audio_upload")))
         assert len(node.get("widgets_values") or []) <= n_values, t
         if t in FILE_WIDGETS:
             assert os.path.isfile(os.path.join(EXAMPLES, values[FILE_WIDGETS[t]])), values
@@ -127,13 +130,23 @@ def test_workflows_run_end_to_end(env):
     try:
         for path in WORKFLOWS:
             prompt = harness.ui_to_api(load(path), info)
+            n_frames = 1
+            for node in prompt.values():  # keyframed motion: 1 fps keeps it to a few frames here
+                if node["class_type"] == "LivePortraitKeyframes":
+                    node["inputs"]["fps"] = 1.0
+                    n_frames = 3  # 2.4 s until the last key / 2.5 s of audio → 3 frames at 1 fps
             results = harness.execute_prompt(prompt, registry)
+            src_h = 320 if "video_to_video" in path else 512
+            images = [r.ui.as_dict()["images"][0] for nid, r in results.items()
+                      if prompt[nid]["class_type"] == "SaveImage"]
+            if images:  # a still (the expression editor)
+                assert len(images) == 1 and "LivePortraitExpressionEditor" in {n["class_type"] for n in prompt.values()}
+                continue
             saved = [r.ui.as_dict()["images"][0] for nid, r in results.items()
                      if prompt[nid]["class_type"] == "SaveVideo"]
             assert len(saved) == 1, path
             f = os.path.join(folder_paths.get_output_directory(), saved[0]["subfolder"], saved[0]["filename"])
             frames = [x for x in iio.get_reader(f, "ffmpeg")]
-            src_h = 320 if "video_to_video" in path else 512
-            assert len(frames) == 1 and frames[0].shape[:2] == (src_h, src_h), (path, frames[0].shape)
+            assert len(frames) == n_frames and frames[0].shape[:2] == (src_h, src_h), (path, frames[0].shape)
     finally:
         cn.MAX_FRAMES = None

@@ -1,7 +1,7 @@
 """Stand-ins for the ComfyUI core nodes our example workflows use (schemas as in ComfyUI 0.33).
 
 LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo, ImageScaleBy, PreviewImage,
-SaveImage. `MAX_FRAMES` (tests only) caps the frames LoadVideo decodes to keep runs short.
+SaveImage, LoadAudio. `MAX_FRAMES` (tests only) caps the frames LoadVideo decodes to keep runs short.
 """
 from __future__ import annotations
 
@@ -183,6 +183,25 @@ class PreviewImage(io.ComfyNode):
         return io.NodeOutput(ui=ui.PreviewImage(images, cls=cls))
 
 
+class LoadAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="LoadAudio", display_name="Load Audio", category="audio",
+                         inputs=[io.Combo.Input("audio", options=_input_files((".wav", ".mp3", ".flac", ".mp4")),
+                                                upload=io.UploadType.audio)],
+                         outputs=[io.Audio.Output()])
+
+    @classmethod
+    def execute(cls, audio):
+        import wave
+
+        with wave.open(folder_paths.get_annotated_filepath(audio)) as w:
+            sr, ch, n, width = w.getframerate(), w.getnchannels(), w.getnframes(), w.getsampwidth()
+            raw = np.frombuffer(w.readframes(n), {1: np.int8, 2: np.int16, 4: np.int32}[width])
+        wave_ = torch.from_numpy(raw.astype(np.float32) / float(2 ** (8 * width - 1))).reshape(-1, ch).T
+        return io.NodeOutput({"waveform": wave_[None].contiguous(), "sample_rate": sr})
+
+
 class SaveImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -195,7 +214,8 @@ class SaveImage(io.ComfyNode):
         return io.NodeOutput(ui=ui.PreviewImage(images, cls=cls))
 
 
-NODES = [LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo, ImageScaleBy, PreviewImage, SaveImage]
+NODES = [LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo, ImageScaleBy, PreviewImage, SaveImage,
+         LoadAudio]
 
 
 def registry() -> dict:
