@@ -111,12 +111,6 @@ def with_batch_fallback(batch_size: int, attempt: Callable[[int], T], what: str)
             log.warning("[LivePortrait] %s: out of memory, retrying with batch_size %d", what, batch)
 
 
-def chunks(n: int, start: int, batch: int) -> Iterator[tuple[int, int]]:
-    """[a, b) ranges of at most `batch` items covering start..n."""
-    for a in range(start, n, batch):
-        yield a, min(n, a + batch)
-
-
 @contextlib.contextmanager
 def networks_loaded(models) -> Iterator[torch.device]:
     """Every network of `models` on the compute device with room for one frame (the editor and the
