@@ -257,11 +257,11 @@ def test_animate_resumes_after_out_of_memory_with_the_same_frames(env, weights_s
     real = render.Animator.warp_decode
     calls = []
 
-    def flaky(self, f_s, xs, xd):
+    def flaky(self, f_s, xs, xd, cancel=None):
         calls.append((self.batch_size, xs.shape[0]))
         if self.batch_size == 2 and len(calls) == 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return real(self, f_s, xs, xd)
+        return real(self, f_s, xs, xd, cancel)
 
     monkeypatch.setattr(render.Animator, "warp_decode", flaky)
     (crops_out,) = run(env, "LivePortraitAnimate", models=models, source_faces=crops, keypoints=plan,
