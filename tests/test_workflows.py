@@ -23,6 +23,8 @@ import folder_paths  # noqa: E402
 from nodes_testing import EXAMPLES, activate, pack, tree  # noqa: E402,F401  (shared fixtures)
 
 WORKFLOWS = sorted(glob.glob(os.path.join(EXAMPLES, "*.json")))
+# Verbatim copies of earlier versions' examples: saved workflows must keep loading and running.
+SAVED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "fixtures", "saved_workflows", "v*", "*.json")))
 FILE_WIDGETS = {"LoadImage": "image", "LoadVideo": "file", "LivePortraitLoadMotion": "template"}
 REQUIRED = {"liveportrait_image_to_video", "liveportrait_image_to_video_template",
             "liveportrait_video_to_video", "liveportrait_upscale_before_paste"}
@@ -54,7 +56,8 @@ def test_the_four_examples_ship_with_thumbnails_and_small_inputs():
     assert total < 500 * 1024, total
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+@pytest.mark.parametrize("path", WORKFLOWS + SAVED,
+                         ids=lambda p: os.path.relpath(p, os.path.dirname(os.path.dirname(p))))
 def test_workflow_is_valid(path, env):
     registry, info = env
     wf = load(path)
@@ -112,7 +115,7 @@ def test_workflow_is_valid(path, env):
 
 
 def test_workflows_run_end_to_end(env):
-    """Every example, converted to an API prompt, executes (1 frame per video, 1-frame template)."""
+    """Every example and every saved earlier example, converted to an API prompt, executes (1 frame per video, 1-frame template)."""
     import core_nodes as cn
     import imageio.v2 as iio
 
@@ -123,7 +126,8 @@ def test_workflows_run_end_to_end(env):
     save_motion(load_motion(tpl).select([0]), tpl)
     cn.MAX_FRAMES = 1
     try:
-        for path in WORKFLOWS:
+        assert SAVED
+        for path in WORKFLOWS + SAVED:
             prompt = harness.ui_to_api(load(path), info)
             results = harness.execute_prompt(prompt, registry)
             saved = [r.ui.as_dict()["images"][0] for nid, r in results.items()
