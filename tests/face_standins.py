@@ -139,3 +139,16 @@ def yunet_standin(path: str, size: int, faces) -> str:
             outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(a.shape)))
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])
     return _save(helper.make_graph(nodes, "yunet_standin", [inp], outs, inits), path)
+
+
+def astronaut_landmark_standin(path: str) -> str:
+    """landmark.onnx stand-in answering the astronaut's 203 points (the example workflows' source
+    image), in the runner's crop units; used by the node tests and the integration tests."""
+    from conftest import compact_file, parity_file
+
+    src = parity_file("e2e_image_to_video.npz") or compact_file("face_e2e.npz")
+    lmk = np.load(src)["source_lmk203"].astype(np.float32)
+    center = (lmk.min(0) + lmk.max(0)) / 2
+    side = 1.5 * float(np.ptp(lmk, axis=0).max())
+    raw = (lmk - center) / side + np.array([0.5, 0.5 - 0.1], np.float32)
+    return landmark203_standin(path, raw.reshape(-1), probe=False)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_DIR, compact_file, parity_file
+from conftest import REPO_DIR
+from face_standins import astronaut_landmark_standin as landmark_standin  # noqa: F401  (shared)
 from comfy_stub import harness
 
 harness.install()
@@ -31,18 +32,6 @@ def pack():
 
 def sub(module, name):
     return sys.modules[f"{module.__name__}.{name}"]
-
-
-def landmark_standin(path: str) -> str:
-    """landmark.onnx stand-in answering the astronaut's 203 points, in the runner's crop units."""
-    from face_standins import landmark203_standin
-
-    src = parity_file("e2e_image_to_video.npz") or compact_file("face_e2e.npz")
-    lmk = np.load(src)["source_lmk203"].astype(np.float32)
-    center = (lmk.min(0) + lmk.max(0)) / 2
-    side = 1.5 * float(np.ptp(lmk, axis=0).max())
-    raw = (lmk - center) / side + np.array([0.5, 0.5 - 0.1], np.float32)
-    return landmark203_standin(path, raw.reshape(-1), probe=False)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ from nodes_testing import EXAMPLES, activate, pack, tree  # noqa: E402,F401  (sh
 
 WORKFLOWS = sorted(p for p in glob.glob(os.path.join(EXAMPLES, "*.json"))
                    if not p.endswith(".keyframes.json"))  # keyframe sequences are inputs, not workflows
+# Verbatim copies of earlier versions' examples: saved workflows must keep loading and running.
+SAVED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "fixtures", "saved_workflows", "v*", "*.json")))
 FILE_WIDGETS = {"LoadImage": "image", "LoadVideo": "file", "LivePortraitLoadMotion": "template", "LoadAudio": "audio"}
 REQUIRED = {"liveportrait_image_to_video", "liveportrait_image_to_video_template",
             "liveportrait_video_to_video", "liveportrait_upscale_before_paste",
@@ -58,7 +60,8 @@ def test_the_four_examples_ship_with_thumbnails_and_small_inputs():
     assert total < 1024 * 1024, total
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+@pytest.mark.parametrize("path", WORKFLOWS + SAVED,
+                         ids=lambda p: os.path.relpath(p, os.path.dirname(os.path.dirname(p))))
 def test_workflow_is_valid(path, env):
     registry, info = env
     wf = load(path)
@@ -117,7 +120,7 @@ def test_workflow_is_valid(path, env):
 
 
 def test_workflows_run_end_to_end(env):
-    """Every example, converted to an API prompt, executes (1 frame per video, 1-frame template)."""
+    """Every example and every saved earlier example, converted to an API prompt, executes (1 frame per video, 1-frame template)."""
     import core_nodes as cn
     import imageio.v2 as iio
 
@@ -128,7 +131,8 @@ def test_workflows_run_end_to_end(env):
     save_motion(load_motion(tpl).select([0]), tpl)
     cn.MAX_FRAMES = 1
     try:
-        for path in WORKFLOWS:
+        assert SAVED
+        for path in WORKFLOWS + SAVED:
             prompt = harness.ui_to_api(load(path), info)
             n_frames = 1
             for node in prompt.values():  # keyframed motion: 1 fps keeps it to a few frames here
