@@ -95,7 +95,21 @@ def load_cached(folder: str, dtype: torch.dtype):
     if models is None:
         models = load_models(folder, device=C.offload_device(), dtype=dtype)
         _MODELS_CACHE[key] = models
+        weakref.finalize(models, _return_memory_soon)
     return models
+
+
+def _return_memory_soon() -> None:
+    """When ComfyUI dropped the weights: return the freed heap to the OS, a moment later (the
+    finalizer runs before the networks' own tensors are freed)."""
+    import threading
+
+    from ..liveportrait_core.accel.heap import return_freed_memory
+
+    for delay in (0.5, 3.0):
+        t = threading.Timer(delay, return_freed_memory)
+        t.daemon = True
+        t.start()
 
 
 class LoadLivePortraitModels(io.ComfyNode):

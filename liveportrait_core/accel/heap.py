@@ -142,3 +142,15 @@ def keep_freed_memory(enabled: bool = True, lib: Optional[object] = None,
             if _depth == 0:
                 _apply(lib, settings_before(environ))
                 lib.malloc_trim(ctypes.c_size_t(0))
+
+
+def return_freed_memory() -> bool:
+    """Give the heap's free pages back to the operating system (glibc `malloc_trim(0)`).
+
+    Freed tensors of 10-70 MB stay in the heap (glibc raises its mmap threshold after the first
+    large free), so a process that dropped its networks would keep their RSS; hosts call this
+    after releasing models (nodes/loaders.py does when ComfyUI frees the weights). True when
+    something was returned; a no-op elsewhere than glibc.
+    """
+    lib = _glibc()
+    return bool(lib.malloc_trim(ctypes.c_size_t(0))) if lib is not None else False
