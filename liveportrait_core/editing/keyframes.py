@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -44,6 +43,7 @@ from ..errors import InputError
 from ..motion import Motion, neutral_motion
 from .controls import CONTROLS, apply_controls, edit_driving, validate_controls
 from .easing import EASINGS, interpolate
+from ..paths import write_bytes_atomic
 
 FORMAT = "liveportrait-keyframes"
 VERSION = 1
@@ -541,16 +541,7 @@ def save_sequence(seq: KeyframeSequence, path) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise InputError(f"cannot save the keyframe sequence: folder '{folder}' does not exist.")
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def is_sequence_path(path: str) -> bool:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from typing import Any, Mapping
 
 from ..errors import InputError
 from .controls import CONTROLS, validate_controls
+from ..paths import write_bytes_atomic
 
 FORMAT = "liveportrait-expression"
 VERSION = 1
@@ -109,16 +109,7 @@ def save_preset(values: Mapping[str, Any], path: str, name: str = "") -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise InputError(f"cannot save preset: folder {folder} does not exist.")
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 __all__ = ["FORMAT", "VERSION", "load_preset", "preset_from_json", "preset_to_json", "save_preset"]
