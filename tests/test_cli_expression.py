@@ -10,6 +10,7 @@ import pytest
 from conftest import compact_file, parity_file
 
 from liveportrait_core import video as vio
+import video_testing
 from liveportrait_core.cli import main
 from liveportrait_core.editing import CONTROLS, save_preset
 
@@ -20,7 +21,7 @@ def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli_expr")
     src = vio.write_image(str(folder / "face.png"), d["source_crop256_u8"])
     drv = vio.write_image(str(folder / "drv.png"), d["driving_frames_u8"][0])
-    video = vio.write_video(str(folder / "drv.mp4"), d["driving_frames_u8"][:2], fps=20)
+    video = video_testing.write_video(str(folder / "drv.mp4"), d["driving_frames_u8"][:2], fps=20)
     smile = save_preset({"smile": 1.2, "eyebrow": 25.0, "head_yaw": 15.0}, str(folder / "smile.json"))
     neutral = save_preset({k: c.neutral for k, c in CONTROLS.items()}, str(folder / "neutral.json"))
     return {"src": src, "drv": drv, "video": video, "smile": smile, "neutral": neutral, "dir": folder}

@@ -9,6 +9,7 @@ import pytest
 from conftest import compact_file, parity_file
 
 from liveportrait_core import video as vio
+import video_testing
 from liveportrait_core.animate import input_kind
 from liveportrait_core.cli import main
 
@@ -50,7 +51,7 @@ def test_sequence_drives_the_portrait(capsys, face, tmp_path, weights_pth):
     code, err = _run(capsys, "animate", "-s", face, "-d", seq, "-o", str(out), "--weights", weights_pth,
                      "--no-crop", "--batch-size", "3")
     assert code == 0, err
-    frames, fps = vio.read_frames(str(out))
+    frames, fps = video_testing.read_frames(str(out))
     assert frames.shape == (3, 512, 512, 3) and fps == 10
     f = frames.astype(np.float64)
     # frames 0 and 2 are the same (neutral) face, frame 1 differs clearly

@@ -14,6 +14,7 @@ from conftest import REPO_DIR, compact_file, parity_file
 from hostile_testing import assert_untouched, snapshot
 
 from liveportrait_core import video as vio
+import video_testing
 from liveportrait_core.animate import FaceOptions, RunOptions, animate_files, extract_motion_file
 from liveportrait_core.checks import check_finite_keypoints, check_finite_motion
 from liveportrait_core.cli import main
@@ -33,7 +34,7 @@ def models(weights_st):
 def work(tmp_path):
     d = np.load(parity_file("e2e_image_to_video.npz") or compact_file("e2e_image_to_video.npz"))
     src = vio.write_image(tmp_path / "face.png", d["source_crop256_u8"])
-    drv = vio.write_video(str(tmp_path / "drv.mp4"), d["driving_frames_u8"][:2], fps=20)
+    drv = video_testing.write_video(str(tmp_path / "drv.mp4"), d["driving_frames_u8"][:2], fps=20)
     return {"dir": tmp_path, "src": pathlib.Path(src), "drv": pathlib.Path(drv)}
 
 
@@ -49,7 +50,7 @@ def test_animate_files_accepts_pathlib_paths(work, models):
     before = snapshot(d)
     out = animate_files(work["src"], work["drv"], d / "out.mp4", models, _crops_run(1), note=lambda m: None)
     assert out == str(d / "out.mp4")
-    frames, fps = vio.read_frames(d / "out.mp4")
+    frames, fps = video_testing.read_frames(d / "out.mp4")
     assert frames.shape == (1, 512, 512, 3) and fps == 20
     assert_untouched(before, d, allowed={"out.mp4"})
 

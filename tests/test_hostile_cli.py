@@ -18,6 +18,7 @@ from conftest import REPO_DIR, compact_file, parity_file
 from hostile_testing import assert_untouched, face_photo, snapshot, temp_files
 
 from liveportrait_core import video as vio
+import video_testing
 from liveportrait_core.cli import main
 
 EXAMPLES = os.path.join(REPO_DIR, "example_workflows")
@@ -29,8 +30,8 @@ def work(tmp_path):
     """A folder with a face crop photo, a 2-frame driving video and a source video."""
     d = np.load(parity_file("e2e_image_to_video.npz") or compact_file("e2e_image_to_video.npz"))
     src = vio.write_image(str(tmp_path / "face.png"), d["source_crop256_u8"])
-    drv = vio.write_video(str(tmp_path / "drv.mp4"), d["driving_frames_u8"][:2], fps=20)
-    srcv = vio.write_video(str(tmp_path / "srcv.mp4"), d["driving_frames_u8"][:2], fps=20)
+    drv = video_testing.write_video(str(tmp_path / "drv.mp4"), d["driving_frames_u8"][:2], fps=20)
+    srcv = video_testing.write_video(str(tmp_path / "srcv.mp4"), d["driving_frames_u8"][:2], fps=20)
     return {"dir": tmp_path, "src": src, "drv": drv, "srcv": srcv}
 
 
@@ -109,7 +110,7 @@ def test_existing_output_is_replaced_only_by_a_complete_file_and_said(capsys, wo
                      "--no-crop", "--max-frames", "1")
     assert code == 0, err
     assert f"replaced the existing '{out}'" in err
-    frames, _ = vio.read_frames(str(out))
+    frames, _ = video_testing.read_frames(str(out))
     assert frames.shape == (1, 512, 512, 3)
     assert_untouched(before, d, allowed={"out.mp4"})
 
@@ -186,7 +187,7 @@ def test_output_in_an_unwritable_place(capsys, work, command):
 def _long_driving(folder, n=40):
     d = np.load(parity_file("e2e_image_to_video.npz") or compact_file("e2e_image_to_video.npz"))
     frames = np.stack([d["driving_frames_u8"][i % len(d["driving_frames_u8"])] for i in range(n)])
-    return vio.write_video(str(folder / "long.mp4"), frames, fps=25)
+    return video_testing.write_video(str(folder / "long.mp4"), frames, fps=25)
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -309,7 +310,7 @@ def test_driving_frames_without_a_face_are_counted_and_named(capsys, work, weigh
     face = cv2.resize(face_photo(), (256, 300))
     blank = np.full_like(face, 128)
     frames = np.stack([face, face, blank, blank, face, blank])  # no face in frames 2-3 and 5
-    drv = vio.write_video(str(d / "mixed.mp4"), frames, fps=25)
+    drv = video_testing.write_video(str(d / "mixed.mp4"), frames, fps=25)
     before = snapshot(d)
     code, err = _run(capsys, "extract-motion", "-d", drv, "-o", d / "m.pkl", "--weights", weights_st)
     assert code == 0, err
@@ -347,7 +348,7 @@ def test_odd_height_source_keeps_its_last_row(capsys, work, weights_st):
                      "--max-frames", "1", "--precision", "fast")
     assert code == 0, err
     assert "H.264 video needs even sizes, so the video is 546x640" in err
-    frames, _ = vio.read_frames(str(d / "o.mp4"))
+    frames, _ = video_testing.read_frames(str(d / "o.mp4"))
     assert frames.shape[1:3] == (640, 546)
 
 
@@ -363,7 +364,7 @@ def test_progress_bars_know_their_total(capsys, work, weights_st, monkeypatch):
     monkeypatch.setattr(cli, "_tqdm_progress", factory)
     d = work["dir"]
     drv = _long_driving(d, 5)
-    srcv = vio.write_video(str(d / "sv.mp4"), np.stack([cv2.resize(face_photo(), (256, 300))] * 3), fps=25)
+    srcv = video_testing.write_video(str(d / "sv.mp4"), np.stack([cv2.resize(face_photo(), (256, 300))] * 3), fps=25)
     code, err = _run(capsys, "extract-motion", "-d", drv, "-o", d / "m.pkl", "--weights", weights_st, "--no-crop")
     assert code == 0, err
     assert ("driving motion", 5) in seen
@@ -388,7 +389,7 @@ def test_readme_command_runs_on_the_shipped_examples(tmp_path, weights_st):
                         "--max-frames", "2"], cwd=REPO_DIR, capture_output=True, text=True, timeout=600,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
-    frames, fps = vio.read_frames(str(out))
+    frames, fps = video_testing.read_frames(str(out))
     src = vio.read_image(os.path.join(EXAMPLES, "liveportrait_source.jpg"))
     assert frames.shape == (2,) + src.shape and fps == 12
     assert r.stdout.strip() == str(out)
