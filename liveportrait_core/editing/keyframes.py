@@ -547,3 +547,14 @@ def save_sequence(seq: KeyframeSequence, path) -> str:
 def is_sequence_path(path: str) -> bool:
     """True for a file name ending in `.keyframes.json` (the CLI's driving-input detection)."""
     return os.fspath(path).lower().endswith(SEQUENCE_EXTENSION)
+
+
+def apply_expression(motion: Motion, values, strength: float = 1.0, frame_range: Optional[tuple] = None,
+                     fade_in: int = 0, fade_out: int = 0) -> Motion:
+    """Expression controls on top of an existing motion, the way `apply_sequence` applies a
+    sequence: one face (a driving motion) through `controls.edit_driving`, so relative
+    composition keeps the edit; several faces (a source motion) through `apply_controls`."""
+    from .controls import apply_controls, edit_driving
+
+    edit = edit_driving if len(motion.faces()) == 1 else apply_controls
+    return edit(motion, values, strength=strength, frame_range=frame_range, fade_in=fade_in, fade_out=fade_out)

@@ -77,13 +77,13 @@ def render_edit(animator, features: torch.Tensor, motion: Motion, values: Mappin
     (with kp). x_s = the source keypoints, x_d = `edited_keypoints(motion, values, mlps,
     stitching, strength)`; then W + G of `animator` (its precision decides exact / fast).
     """
-    from ..render import to_float_image
+    from ..images import render_to_float
     from .controls import edited_keypoints
 
     x_s = motion.keypoints()
     x_d = edited_keypoints(motion, values, mlps=mlps, stitching=stitching, strength=strength)
     img = animator.warp_decode(features.to(animator.device), x_s, x_d)
-    return to_float_image(img)
+    return render_to_float(img)
 
 
 def to_u8(image: torch.Tensor) -> np.ndarray:
