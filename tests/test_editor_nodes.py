@@ -18,6 +18,16 @@ harness.install()
 from nodes_testing import activate, env, pack, read_image, run, sub, tree  # noqa: E402,F401
 
 
+def run_node(cls, inputs, **kw):
+    """harness.run_node with the widgets a test leaves out at their schema defaults (what an
+    untouched node in the UI sends)."""
+    full = {i.id: i.default for i in cls.GET_SCHEMA().inputs
+            if getattr(i, "default", None) is not None and not i.optional}
+    full.update(inputs)
+    return harness.run_node(cls, full, **kw)
+
+
+
 def _png_pixels(png: bytes) -> np.ndarray:
     import cv2
 
@@ -30,7 +40,9 @@ def face(tree, pack):
     (models,) = run(env, "LoadLivePortraitModels", weights="auto", precision="auto", download_from_hub="never")
     (det,) = run(env, "LivePortraitLoadFaceDetector", backend="offline", threshold=-1.0, max_side=640)
     photo = read_image("liveportrait_source.jpg")
-    faces, _ = run(env, "LivePortraitCropFace", image=photo, models=models, detector=det, purpose="source")
+    faces, _ = run(env, "LivePortraitCropFace", image=photo, models=models, detector=det, purpose="source",
+                   scale=2.3, vx_ratio=0.0, vy_ratio=-0.125, face_index=0, face_order="large-small", rotate=True,
+                   smoothing=0.0)
     return dict(models=models, faces=faces, photo=photo)
 
 
@@ -47,7 +59,7 @@ EDIT = {"smile": 0.9, "head_yaw": 12.0, "lips_open": 60.0, "eyebrow": -10.0}
 def _editor(env, face, **kw):
     cls = env["LivePortraitExpressionEditor"]
     linked = ("models", "source_faces") + (("motion",) if "motion" in kw else ())
-    return harness.run_node(cls, dict(models=face["models"], source_faces=face["faces"], **kw), linked=linked)
+    return run_node(cls, dict(models=face["models"], source_faces=face["faces"], **kw), linked=linked)
 
 
 def _routes(pack):
@@ -182,28 +194,28 @@ def test_keyframes_node_sequence_blink_and_audio(env, pack):
 
     text = json.dumps({"keys": [{"time": 0, "values": {"smile": 0}}, {"time": 1.0, "values": {"smile": 1.0}}]})
     cls = env["LivePortraitKeyframes"]
-    (m,) = harness.run_node(cls, dict(sequence=text, fps=10.0)).args
+    (m,) = run_node(cls, dict(sequence=text, fps=10.0)).args
     assert len(m) == 11 and m.fps == 10.0 and m.anchor is not None
     assert torch.equal(m.exp[0], torch.zeros(21, 3)) and not torch.equal(m.exp[10], m.exp[0])
     ref = sequence_values(sequence_from_json(text))
     assert ref["smile"].shape == (26,)  # the JSON's own fps (25) is replaced by the node's 10
-    (blinky,) = harness.run_node(cls, dict(sequence=text, fps=10.0, duration=3.0, blink_interval=1.0,
+    (blinky,) = run_node(cls, dict(sequence=text, fps=10.0, duration=3.0, blink_interval=1.0,
                                            blink_seed=3)).args
     assert len(blinky) == 30
     # audio: silence then a loud burst from 1.0 s: lips open only during the burst
     sr = 16000
     wave = torch.zeros(1, 1, 2 * sr)
     wave[..., sr:] = 0.5 * torch.sin(torch.arange(sr) * 2 * torch.pi * 220 / sr)
-    (talk,) = harness.run_node(cls, dict(sequence='{"keys": []}', fps=10.0, audio={"waveform": wave, "sample_rate": sr},
+    (talk,) = run_node(cls, dict(sequence='{"keys": []}', fps=10.0, audio={"waveform": wave, "sample_rate": sr},
                                          audio_controls="lips_open=120"), linked=("audio",)).args
     assert len(talk) == 20
     moved = (talk.exp - talk.anchor.exp).abs().amax(dim=(1, 2))
     assert torch.all(moved[:10] == 0) and torch.all(moved[11:] > 0)
     with pytest.raises(Exception, match="audio_controls"):
-        harness.run_node(cls, dict(sequence='{"keys": []}', audio={"waveform": wave, "sample_rate": sr},
+        run_node(cls, dict(sequence='{"keys": []}', audio={"waveform": wave, "sample_rate": sr},
                                    audio_controls="lips_open=999"), linked=("audio",))
     with pytest.raises(Exception, match="key 1"):
-        harness.run_node(cls, dict(sequence=json.dumps({"keys": [{"time": 1, "values": {}},
+        run_node(cls, dict(sequence=json.dumps({"keys": [{"time": 1, "values": {}},
                                                                   {"time": 0.5, "values": {}}]})))
 
 
@@ -216,17 +228,17 @@ def test_apply_expression_over_a_range_on_every_face(env, pack):
     two.frame_index = torch.tensor(list(range(6)) * 2)
     two.anchor = None
     cls = env["LivePortraitApplyExpression"]
-    (out,) = harness.run_node(cls, dict(motion=two, controls="smile=1.0, head_yaw=10", frame_start=2, frame_end=5),
+    (out,) = run_node(cls, dict(motion=two, controls="smile=1.0, head_yaw=10", frame_start=2, frame_end=5),
                               linked=("motion",)).args
     for f in (0, 1):
         sel = out.face_id == f
         yaw = out.yaw[sel]
         assert torch.all(yaw[:2] == 0) and torch.allclose(yaw[2:5], torch.full((3,), 10.0)) and torch.all(yaw[5:] == 0)
     seq = json.dumps({"keys": [{"time": 0, "values": {"head_pitch": 0}}, {"time": 0.2, "values": {"head_pitch": 10}}]})
-    (out2,) = harness.run_node(cls, dict(motion=one, sequence=seq, frame_start=1), linked=("motion",)).args
+    (out2,) = run_node(cls, dict(motion=one, sequence=seq, frame_start=1), linked=("motion",)).args
     assert float(out2.pitch[0]) == 0 and float(out2.pitch[3]) == pytest.approx(10.0)
     with pytest.raises(Exception, match="frame_end"):
-        harness.run_node(cls, dict(motion=one, controls="smile=1", frame_start=4, frame_end=2), linked=("motion",))
+        run_node(cls, dict(motion=one, controls="smile=1", frame_start=4, frame_end=2), linked=("motion",))
 
 
 def test_timeline_scrub_requests_evaluate_the_sequence_in_the_core(env, pack, runs):
