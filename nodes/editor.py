@@ -28,7 +28,7 @@ def control_inputs() -> list:
     for c in CONTROLS.values():
         unit = f" ({c.unit})" if c.unit and c.unit not in ("ratio",) else ""
         out.append(io.Float.Input(
-            c.name, display_name=f"{c.label}{unit}", optional=True, default=float(c.neutral),
+            c.name, display_name=f"{c.label}{unit}", default=float(c.neutral),
             min=float(c.minimum), max=float(c.maximum), step=float(c.step), round=float(c.step) / 10,
             display_mode=io.NumberDisplay.slider, tooltip=c.tooltip))
     return out
@@ -115,24 +115,24 @@ class LivePortraitExpressionEditor(io.ComfyNode):
                 LPMotion.Input("motion", optional=True,
                                tooltip="Optional motion to edit (e.g. a driving video's, or a source video's). "
                                        "Without it the source face's own motion is extracted and edited."),
-                io.Int.Input("face_index", optional=True, default=d["face_index"], min=-1, max=63,
+                io.Int.Input("face_index", default=d["face_index"], min=-1, max=63,
                              tooltip="Which face of source_faces (its face id, 0 = the first); -1 = every face "
                                      "(a group photo: the same edit on everyone)."),
-                io.Float.Input("strength", optional=True, default=d["strength"], min=0.0, max=2.0, step=0.01,
+                io.Float.Input("strength", default=d["strength"], min=0.0, max=2.0, step=0.01,
                                tooltip="Scales every control (1 = as set, 0 = no edit)."),
-                io.Int.Input("frame_start", optional=True, default=d["frame_start"], min=0, max=1_000_000,
+                io.Int.Input("frame_start", default=d["frame_start"], min=0, max=1_000_000,
                              tooltip="With a motion of several frames: first frame edited."),
-                io.Int.Input("frame_end", optional=True, default=d["frame_end"], min=-1, max=1_000_000,
+                io.Int.Input("frame_end", default=d["frame_end"], min=-1, max=1_000_000,
                              tooltip="With a motion of several frames: the edit stops before this frame "
                                      "(-1 = to the end)."),
-                io.Int.Input("fade_in", optional=True, default=d["fade_in"], min=0, max=10_000,
+                io.Int.Input("fade_in", default=d["fade_in"], min=0, max=10_000,
                              tooltip="Frames over which the edit ramps up at the start of the range."),
-                io.Int.Input("fade_out", optional=True, default=d["fade_out"], min=0, max=10_000,
+                io.Int.Input("fade_out", default=d["fade_out"], min=0, max=10_000,
                              tooltip="Frames over which the edit ramps down at the end of the range."),
-                io.Boolean.Input("stitching", optional=True, default=d["stitching"],
+                io.Boolean.Input("stitching", default=d["stitching"],
                                  tooltip="Stitching network on the edited keypoints of the picture (keeps the face "
                                          "fitting its surroundings; as Retarget does)."),
-                io.Combo.Input("precision", optional=True, options=["exact", "fast"], default=d["precision"],
+                io.Combo.Input("precision", options=["exact", "fast"], default=d["precision"],
                                tooltip="Rendering of the picture and of the live preview: exact (float32 as loaded) "
                                        "or fast (reduced precision / fast convolutions)."),
                 *control_inputs(),
