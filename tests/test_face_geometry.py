@@ -178,12 +178,20 @@ def test_mask_template_exact(fc):
     np.testing.assert_array_equal(P.mask_template(), fc["mask_template_u8"])
 
 
+def assert_mask_u8(mask, ref):
+    """The paste mask as 8-bit levels equals the reference's. OpenCV builds differ in the last bit
+    of warpAffine's fixed-point interpolation: allow 1 level on at most 1 pixel in 10 000."""
+    got = np.rint(mask * 255).astype(np.int16)
+    diff = np.abs(got - ref.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-4, (int(diff.max()), float((diff > 0).mean()))
+
+
 def test_paste_back_parity(fc):
     img = fc["image_u8"]
     crop = 255 - C.crop_image(img, fc["lmk106"]).crop  # = paste_crop_u8 (the crop is exact)
     out, masks = P.paste_back(img, crop, fc["crop106_M_c2o"])
     assert out.shape == (1,) + img.shape and masks.shape == (1, 512, 512)
-    np.testing.assert_array_equal(np.rint(masks[0] * 255).astype(np.uint8), fc["paste_mask_ori_u8"])
+    assert_mask_u8(masks[0], fc["paste_mask_ori_u8"])
     assert_img(out[0][fc.view("paste_out_u8")], fc["paste_out_u8"])
     outside = masks[0] == 0
     np.testing.assert_array_equal(out[0][outside], img[outside])
@@ -199,7 +207,7 @@ def test_e2e_crop_and_pasteback(fe):
     crop = np.zeros((1, 512, 512, 3), np.uint8)
     crop[fe.view("base_I_p_u8")] = fe["base_I_p_u8"][:1]
     out, masks = P.paste_back(img, crop, fe["source_M_c2o"])
-    np.testing.assert_array_equal(np.rint(masks[0] * 255).astype(np.uint8), fe["mask_ori_u8"])
+    assert_mask_u8(masks[0], fe["mask_ori_u8"])
     assert_img(out[0][fe.view("base_pasteback0_u8")], fe["base_pasteback0_u8"])
 
 
