@@ -43,7 +43,7 @@ def graph(tree, pack):
                     animation_region="all", stitching=True, eye_retargeting=False, lip_retargeting=False,
                     normalize_lip=False, source_video_eye_retargeting=False, smooth_variance=3e-7,
                     target_eye_ratio=-1.0, target_lip_ratio=-1.0, length_policy="cut",
-                    lip_normalize_threshold=0.03, source_video_eye_threshold=0.18)
+                    lip_normalize_threshold=0.03, source_video_eye_threshold=0.18, anchor_frame=-1)
     (plan,) = run(env, "LivePortraitRetarget", models=models, source_motion=src_motion, driving_motion=drv_motion,
                   **retarget)
     return dict(models=models, det=det, photo=photo, driving=driving, crop=crop, retarget=retarget,
