@@ -138,7 +138,9 @@ def test_workflows_run_end_to_end(env):
             for node in prompt.values():  # keyframed motion: 1 fps keeps it to a few frames here
                 if node["class_type"] == "LivePortraitKeyframes":
                     node["inputs"]["fps"] = 1.0
-                    n_frames = 3  # 2.4 s until the last key / 2.5 s of audio → 3 frames at 1 fps
+                    # until the last key (2.4 s): floor(2.4)+1 = 3 frames at 1 fps; the audio's 2.5 s as the
+                    # duration: round(2.5) = 2 frames (keyframes.frame_count)
+                    n_frames = 2 if node["inputs"].get("audio") is not None else 3
             results = harness.execute_prompt(prompt, registry)
             src_h = 320 if "video_to_video" in path else 512
             images = [r.ui.as_dict()["images"][0] for nid, r in results.items()
