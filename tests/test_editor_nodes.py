@@ -81,9 +81,9 @@ def test_editor_schema_sliders_follow_the_control_table(pack):
     assert names[:8] == ["face_index", "strength", "frame_start", "frame_end", "fade_in", "fade_out",
                          "stitching", "precision"]
     assert names[8:] == list(CONTROLS)  # sliders last, in table order: new controls append widgets
-    opt = info["input"]["optional"]
+    req = info["input"]["required"]
     for c in CONTROLS.values():
-        spec = opt[c.name][1]
+        spec = req[c.name][1]
         assert spec["display"] == "slider" and spec["default"] == c.neutral
         assert (spec["min"], spec["max"], spec["step"]) == (c.minimum, c.maximum, c.step)
         assert len(spec["tooltip"]) > 10
